@@ -1,0 +1,490 @@
+"""Audio I/O, features and datasets: the one place where songs become network inputs.
+
+Training and inference both call `stft`, `to_patches` and `normalize_patches` from
+here, so the model always sees features computed by the same code.
+
+Datasets (all behind `load_tracks`):
+    musdb  MUSDB18 (.stem.mp4, needs ffmpeg) or MUSDB18-HQ (--is-wav) through `musdb`
+    mir1k  a MIR-1K folder (Wavfile/*.wav: left = accompaniment, right = vocals)
+    demo   a small synthetic set (NOT real music) that `make_demo` writes in the
+           MUSDB18-HQ layout, so that the project runs and tests offline
+
+    python data_generator.py --dataset demo   # builds data/demo and prints patch counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch.utils.data import Dataset
+
+from config import AudioConfig, Config, InputError, TrainConfig
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf",
+                    ".w64", ".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".mka"}
+DEMO_ROOT = Path(__file__).resolve().parent / "data" / "demo"
+MIR1K_TRAIN_SINGERS = ("abjones", "amy")
+EPS = 1e-8
+
+
+# ---------------------------------------------------------------- audio I/O
+
+
+class AudioFile:
+    """A readable audio file with random access: `read(start, stop)` -> (channels, samples).
+
+    libsndfile reads wav/flac/ogg/mp3/aiff directly; anything else is decoded once by
+    ffmpeg into a temporary float wav, so that long songs are never held in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._tmp: Path | None = None
+        check_readable_file(self.path)
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except (sf.SoundFileError, RuntimeError):
+            self._tmp = decode_with_ffmpeg(self.path)
+            self._file = sf.SoundFile(str(self._tmp))
+        self.rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames = int(self._file.frames)
+        if self.frames <= 0:
+            self.close()
+            raise InputError(f"{self.path}: contains no audio samples")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as float32 (channels, samples); NaN/inf are an InputError."""
+        try:
+            self._file.seek(start)
+            block = self._file.read(stop - start, dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise InputError(f"{self.path}: cannot be read past sample {start} ({err})") from None
+        if block.shape[0] < stop - start:
+            raise InputError(f"{self.path}: truncated (ends at sample {start + block.shape[0]}, "
+                             f"header says {self.frames})")
+        if not np.isfinite(block).all():
+            raise InputError(f"{self.path}: contains NaN or infinite samples")
+        return np.ascontiguousarray(block.T)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+
+
+def decode_with_ffmpeg(path: Path) -> Path:
+    """Decode any ffmpeg-readable file to a temporary float32 wav; InputError if it is not audio."""
+    if shutil.which("ffmpeg") is None:
+        raise InputError(f"{path}: not a format libsndfile reads, and ffmpeg is not installed")
+    handle, name = tempfile.mkstemp(suffix=".wav", prefix="separator-")
+    os.close(handle)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-c:a", "pcm_f32le",
+           "-f", "wav", name]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 or Path(name).stat().st_size <= 44:
+        Path(name).unlink(missing_ok=True)
+        raise InputError(f"{path}: not a readable audio file")
+    return Path(name)
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """The whole file as float32 (channels, samples) and its sample rate."""
+    with AudioFile(path) as f:
+        return f.read(0, f.frames), f.rate
+
+
+def find_audio_files(inputs: list[str]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of audio files."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise InputError(f"{path}: folder contains no audio files")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """(channels, samples) float32 resampled with soxr (high quality)."""
+    if rate_in == rate_out:
+        return audio
+    out = soxr.resample(audio.T, rate_in, rate_out, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- features
+
+
+def stft(audio: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Complex STFT of (..., samples) -> (..., n_bins, frames); Hann window, centred frames."""
+    lead = audio.shape[:-1]
+    window = torch.hann_window(cfg.n_fft, device=audio.device)
+    spec = torch.stft(audio.reshape(-1, audio.shape[-1]), cfg.n_fft, cfg.hop_length, window=window,
+                      center=True, pad_mode="constant", return_complex=True)
+    return spec.reshape(*lead, *spec.shape[-2:])
+
+
+def istft(spec: torch.Tensor, cfg: AudioConfig, length: int) -> torch.Tensor:
+    """Inverse of `stft`: (..., n_bins, frames) -> (..., length)."""
+    lead = spec.shape[:-2]
+    window = torch.hann_window(cfg.n_fft, device=spec.device)
+    audio = torch.istft(spec.reshape(-1, *spec.shape[-2:]), cfg.n_fft, cfg.hop_length,
+                        window=window, center=True, length=length)
+    return audio.reshape(*lead, length)
+
+
+def patch_padding(frames: int, patch: int, hop: int) -> tuple[int, int]:
+    """Frames to pad left and right so every frame is covered by the same number of patches."""
+    left = patch - hop
+    total = frames + 2 * left
+    n = max(1, -(-(total - patch) // hop) + 1)
+    return left, (n - 1) * hop + patch - frames - left
+
+
+def to_patches(mag: torch.Tensor, patch: int, hop: int) -> torch.Tensor:
+    """(..., bins, frames) -> (..., n, bins, patch), zero-padded as `patch_padding` says."""
+    left, right = patch_padding(mag.shape[-1], patch, hop)
+    padded = torch.nn.functional.pad(mag, (left, right))
+    return padded.unfold(-1, patch, hop).movedim(-2, -3)
+
+
+def from_patches(patches: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
+    """Average overlapping patches (..., n, bins, patch) back into (..., bins, frames)."""
+    *lead, n, bins, patch = patches.shape
+    left, right = patch_padding(frames, patch, hop)
+    total = frames + left + right
+    out = patches.new_zeros(*lead, bins, total)
+    count = patches.new_zeros(total)
+    for i in range(n):
+        out[..., i * hop:i * hop + patch] += patches[..., i, :, :]
+        count[i * hop:i * hop + patch] += 1
+    return (out / count)[..., left:left + frames]
+
+
+def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each (bins, frames) patch to peak 1 ("patch") or leave it ("none").
+
+    Returns the normalized patches and the per-patch scale they were divided by.
+    """
+    if mode == "none":
+        return mag, torch.ones_like(mag[..., :1, :1])
+    if mode != "patch":
+        raise InputError(f"unknown normalization '{mode}' (expected 'patch' or 'none')")
+    scale = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(EPS)
+    return mag / scale, scale
+
+
+def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor:
+    """The training target: vocals / mixture in linear magnitude, clipped to [0, 1]."""
+    return (vocals_mag / mix_mag.clamp_min(EPS)).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass
+class Track:
+    """One song: float32 (channels, samples) arrays at `rate`."""
+
+    name: str
+    rate: int
+    mixture: np.ndarray
+    vocals: np.ndarray
+
+    @property
+    def accompaniment(self) -> np.ndarray:
+        return self.mixture - self.vocals
+
+
+def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
+                is_wav: bool = False, split: str | None = None) -> list[Track]:
+    """Tracks of a dataset. subset: 'train' or 'test'; split (train only): 'train' or 'valid'."""
+    if dataset == "demo":
+        root = Path(root) if root else make_demo()
+        return load_musdb(root, subset, is_wav=True, split=None)
+    if root is None:
+        raise InputError(f"--root is required for --dataset {dataset}")
+    if dataset == "musdb":
+        return load_musdb(Path(root), subset, is_wav, split)
+    if dataset == "mir1k":
+        return load_mir1k(Path(root), subset)
+    raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k or demo)")
+
+
+def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list[Track]:
+    import musdb
+
+    if not (root / subset).is_dir():
+        raise InputError(f"{root}: not a MUSDB18 folder (no '{subset}' subfolder)")
+    if not is_wav and shutil.which("ffmpeg") is None:
+        raise InputError("reading MUSDB18 .stem.mp4 needs ffmpeg (apt-get install -y ffmpeg), "
+                         "or pass --is-wav for MUSDB18-HQ")
+    try:
+        db = musdb.DB(root=str(root), subsets=subset, split=split, is_wav=is_wav)
+    except Exception as err:  # musdb raises bare RuntimeError/ValueError on bad folders
+        raise InputError(f"{root}: cannot be read as MUSDB18 ({err})") from None
+    if not db.tracks:
+        kind = "MUSDB18-HQ wav" if is_wav else "MUSDB18 .stem.mp4"
+        raise InputError(f"{root}: no {kind} tracks in '{subset}'" + ("" if is_wav else
+                         " (use --is-wav for MUSDB18-HQ folders)"))
+    return [Track(t.name, int(t.rate), t.audio.T.astype(np.float32),
+                  t.targets["vocals"].audio.T.astype(np.float32)) for t in db.tracks]
+
+
+def mir1k_clips(root: Path, subset: str) -> list[Path]:
+    """MIR-1K's standard split: singers abjones and amy train, every other singer tests."""
+    folder = root / "Wavfile" if (root / "Wavfile").is_dir() else root
+    clips = sorted(folder.glob("*.wav"))
+    if not clips:
+        raise InputError(f"{root}: not a MIR-1K folder (no Wavfile/*.wav)")
+    is_train = [c.name.split("_")[0] in MIR1K_TRAIN_SINGERS for c in clips]
+    chosen = [c for c, t in zip(clips, is_train) if t == (subset == "train")]
+    if not chosen:
+        raise InputError(f"{root}: no MIR-1K clips for subset '{subset}'")
+    return chosen
+
+
+def load_mir1k(root: Path, subset: str) -> list[Track]:
+    tracks = []
+    for clip in mir1k_clips(root, subset):
+        audio, rate = read_audio(clip)
+        if audio.shape[0] != 2:
+            raise InputError(f"{clip}: MIR-1K clips are stereo (accompaniment, vocals)")
+        accompaniment, vocals = audio[:1], audio[1:]
+        tracks.append(Track(clip.stem, rate, accompaniment + vocals, vocals))
+    return tracks
+
+
+def split_validation(tracks: list[Track], count: int) -> tuple[list[Track], list[Track]]:
+    """Hold out `count` tracks (at most a fifth) spread evenly over the list (deterministic)."""
+    count = min(count, max(1, len(tracks) // 5), len(tracks) - 1)
+    if count <= 0:
+        return tracks, []
+    picks = set(np.linspace(0, len(tracks) - 1, count).round().astype(int).tolist())
+    return ([t for i, t in enumerate(tracks) if i not in picks],
+            [t for i, t in enumerate(tracks) if i in picks])
+
+
+def train_valid_tracks(dataset: str, root: str | None, is_wav: bool,
+                       cfg: TrainConfig) -> tuple[list[Track], list[Track]]:
+    """Training and validation tracks: MUSDB's official split where it has one."""
+    if dataset == "musdb":
+        train = load_tracks(dataset, root, "train", is_wav, split="train")
+        try:
+            valid = load_tracks(dataset, root, "train", is_wav, split="valid")
+        except InputError:
+            valid = []
+        if valid:
+            return train, valid
+    else:
+        train = load_tracks(dataset, root, "train", is_wav)
+    return split_validation(train, cfg.valid_tracks)
+
+
+class PatchDataset(Dataset):
+    """(mixture, vocals) magnitude patches of shape (1, bins, patch_frames), normalized.
+
+    Each track's complex STFTs (vocals and accompaniment, mono, at the model's rate) are
+    computed once and kept in memory as float16. With `remix`, an item may put the
+    vocals of its track over the accompaniment of another, each with a random gain;
+    mixing is done on complex spectra, so it equals the STFT of the remixed waveform.
+    """
+
+    def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False) -> None:
+        self.audio = cfg.audio
+        self.train = cfg.train
+        self.remix = remix
+        self.specs: list[torch.Tensor] = []  # (2 sources, 2 re/im, bins, frames) float16
+        self.index: list[tuple[int, int]] = []  # (track, first frame)
+        hop = cfg.audio.patch_hop(cfg.audio.patch_overlap)
+        for t, track in enumerate(tracks):
+            spec = self.track_spectrogram(track)
+            self.specs.append(spec)
+            frames = spec.shape[-1]
+            starts = range(0, max(1, frames - cfg.audio.patch_frames + hop), hop)
+            self.index.extend((t, s) for s in starts)
+        self.rng = np.random.default_rng(cfg.train.seed)
+
+    def track_spectrogram(self, track: Track) -> torch.Tensor:
+        sources = np.stack([track.vocals.mean(0), track.accompaniment.mean(0)])
+        sources = resample(sources, track.rate, self.audio.sample_rate)
+        spec = stft(torch.from_numpy(sources), self.audio)
+        frames = max(spec.shape[-1], self.audio.patch_frames)
+        spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
+        return torch.stack([spec.real, spec.imag], dim=1).half()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def patch(self, track: int, start: int) -> torch.Tensor:
+        spec = self.specs[track]
+        start = min(start, spec.shape[-1] - self.audio.patch_frames)
+        return spec[..., start:start + self.audio.patch_frames].float()
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t, start = self.index[i]
+        vocals, accompaniment = self.patch(t, start)
+        if self.remix:
+            low, high = self.train.gain_range
+            gains = self.rng.uniform(low, high, size=2).astype(np.float32)
+            if len(self.specs) > 1 and self.rng.random() < self.train.remix_prob:
+                other, other_start = self.index[self.rng.integers(len(self.index))]
+                accompaniment = self.patch(other, other_start)[1]
+            vocals, accompaniment = vocals * gains[0], accompaniment * gains[1]
+        mix = vocals + accompaniment
+        mix_mag = torch.complex(mix[0], mix[1]).abs()
+        vocals_mag = torch.complex(vocals[0], vocals[1]).abs()
+        mix_mag, scale = normalize_patches(mix_mag, self.audio.normalization)
+        return mix_mag.unsqueeze(0), (vocals_mag / scale).unsqueeze(0)
+
+
+def worker_seed(worker_id: int) -> None:
+    """Give each DataLoader worker its own augmentation stream."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**32)
+
+
+# ---------------------------------------------------------------- synthetic demo set
+
+
+def make_demo(root: Path = DEMO_ROOT, n_train: int = 12, n_test: int = 3, seconds: float = 8.0,
+              rate: int = 16000) -> Path:
+    """Write the synthetic demo set (MUSDB18-HQ layout) once; returns its root.
+
+    Synthetic, not music: a voice-like harmonic tone with vibrato, formants and syllable
+    gaps over drums (kick, snare, hats), a bass line and sustained chords.
+    """
+    done = root / ".complete"
+    if done.exists():
+        return root
+    for subset, count, offset in (("train", n_train, 0), ("test", n_test, 1000)):
+        for i in range(count):
+            stems = synthesize_song(np.random.default_rng(offset + i), seconds, rate)
+            folder = root / subset / f"demo-{subset}-{i:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, audio in stems.items():
+                sf.write(folder / f"{name}.wav", audio.T, rate, subtype="FLOAT")
+    done.touch()
+    return root
+
+
+def synthesize_song(rng: np.random.Generator, seconds: float, rate: int) -> dict[str, np.ndarray]:
+    """Stereo stems {mixture, drums, bass, other, vocals} of one synthetic song."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    beat = 60.0 / rng.uniform(90, 130)
+    root_hz = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    stems = {"vocals": synth_voice(rng, t, rate, root_hz), "drums": synth_drums(rng, t, rate, beat),
+             "bass": synth_bass(rng, t, rate, root_hz, beat),
+             "other": synth_chords(rng, t, rate, root_hz, beat)}
+    pans = {"vocals": 0.0, "drums": 0.1, "bass": 0.0, "other": rng.uniform(-0.4, 0.4)}
+    out = {name: np.stack([x * (1 - pans[name]), x * (1 + pans[name])]).astype(np.float32) * 0.25
+           for name, x in stems.items()}
+    out["mixture"] = sum(out.values())
+    return out
+
+
+def synth_voice(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float) -> np.ndarray:
+    scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
+    note_len = rng.uniform(0.25, 0.5)
+    notes = scale[rng.integers(0, len(scale), size=int(t[-1] / note_len) + 2)]
+    f0 = 2 * root_hz * 2 ** (notes[(t / note_len).astype(int)] / 12)
+    f0 = np.convolve(f0, np.ones(400) / 400, mode="same")  # glide between notes
+    f0 *= 1 + 0.012 * np.sin(2 * np.pi * rng.uniform(4.5, 6.5) * t)  # vibrato
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    formants = rng.uniform([500, 1200, 2500], [900, 1800, 3200])
+    voice = sum(np.sin(k * phase) / k * formant_gain(k * f0, formants) for k in range(1, 16))
+    syllables = (np.sin(2 * np.pi * t / (2 * note_len) + rng.uniform(0, 6)) > -0.6).astype(float)
+    envelope = np.convolve(syllables, np.ones(320) / 320, mode="same")
+    breath = 0.02 * rng.standard_normal(len(t)) * envelope
+    return (voice * envelope + breath) / 2
+
+
+def formant_gain(freq: np.ndarray, formants: np.ndarray) -> np.ndarray:
+    return 0.2 + sum(np.exp(-((freq - f) / 200.0) ** 2) for f in formants)
+
+
+def synth_drums(rng: np.random.Generator, t: np.ndarray, rate: int, beat: float) -> np.ndarray:
+    out = np.zeros_like(t)
+    hit = np.arange(int(0.3 * rate)) / rate
+    kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-hit * 30)) * hit) * np.exp(-hit * 12)
+    snare = rng.standard_normal(len(hit)) * np.exp(-hit * 25) * 0.5
+    hat = np.diff(rng.standard_normal(len(hit) + 1)) * np.exp(-hit * 80) * 0.2
+    for k, start in enumerate(np.arange(0, t[-1], beat / 2)):
+        i = int(start * rate)
+        sound = hat + (kick if k % 4 == 0 else snare if k % 4 == 2 else 0)
+        out[i:i + len(hit)] += sound[: len(out) - i]
+    return out
+
+
+def synth_bass(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float, beat: float) -> np.ndarray:
+    notes = rng.choice([0, 5, 7, 3], size=int(t[-1] / (2 * beat)) + 2)
+    f = root_hz / 2 * 2 ** (notes[(t / (2 * beat)).astype(int)] / 12)
+    phase = 2 * np.pi * np.cumsum(f) / rate
+    return 0.8 * (np.sin(phase) + 0.3 * np.sin(2 * phase))
+
+
+def synth_chords(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float,
+                 beat: float) -> np.ndarray:
+    chords = [(0, 4, 7), (5, 9, 12), (7, 11, 14), (-3, 0, 4)]
+    order = rng.integers(0, len(chords), size=int(t[-1] / (4 * beat)) + 2)
+    which = order[(t / (4 * beat)).astype(int)]
+    out = np.zeros_like(t)
+    for voice in range(3):
+        semis = np.array([c[voice] for c in chords])[which]
+        f = 2 * root_hz * 2 ** (semis / 12)
+        phase = 2 * np.pi * np.cumsum(f) / rate
+        out += sum(np.sin(k * phase) * 0.5 ** k for k in range(1, 5))
+    return 0.4 * out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="demo", choices=["musdb", "mir1k", "demo"])
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--is-wav", action="store_true")
+    args = parser.parse_args()
+    cfg = Config()
+    train, valid = train_valid_tracks(args.dataset, args.root, args.is_wav, cfg.train)
+    for name, tracks in (("train", train), ("valid", valid)):
+        patches = len(PatchDataset(tracks, cfg)) if tracks else 0
+        print(f"{name}: {len(tracks)} tracks, {patches} patches")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None

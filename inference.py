@@ -1,0 +1,257 @@
+"""Separate songs into vocals and accompaniment with a trained checkpoint.
+
+    python inference.py song.mp3
+    python inference.py songs/ other.flac --checkpoint checkpoints/best.pt --out-dir results/separated
+    python inference.py song.wav --format flac --bits 24 --plot
+
+For each input writes OUT/<file stem>/vocals.wav and accompaniment.wav at the input's
+sample rate and channel count (accompaniment = input - vocals, so the two add up to
+the input). Every channel is masked; the song is processed in overlapping chunks that
+are cross-faded, so memory does not grow with its length. Features come from the
+checkpoint's config, through the same code as training (data_generator.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from config import Config, InputError
+from data_generator import (
+    AudioFile,
+    find_audio_files,
+    from_patches,
+    istft,
+    normalize_patches,
+    resample,
+    stft,
+    to_patches,
+)
+from train import pick_device
+from unet_model import UNet, load_model
+
+SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+CHUNK_SECONDS = 30.0
+FADE_SECONDS = 0.5
+
+
+@torch.inference_mode()
+def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config, batch_size: int = 16) -> torch.Tensor:
+    """Vocal mask (channels, bins, frames) for a magnitude spectrogram of the same shape.
+
+    The spectrogram is cut into patches overlapping by `infer_overlap`; the masks of
+    the patches that cover a frame are averaged.
+    """
+    device = next(model.parameters()).device
+    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.audio.infer_overlap)
+    patches = to_patches(mag, patch, hop)
+    flat, _ = normalize_patches(patches.reshape(-1, 1, *patches.shape[-2:]), cfg.audio.normalization)
+    masks = torch.empty_like(flat)
+    for i in range(0, len(flat), batch_size):
+        masks[i:i + batch_size] = model(flat[i:i + batch_size].to(device)).float().cpu()
+    return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1])
+
+
+def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
+    """Sharpen the vocal mask against its complement (power 1: unchanged)."""
+    if power == 1.0:
+        return mask
+    vocal, rest = mask.pow(power), (1 - mask).pow(power)
+    return vocal / (vocal + rest).clamp_min(1e-8)
+
+
+def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
+                   views: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """Vocals (channels, samples) of one block of audio at its own rate.
+
+    If `views` is given, it receives the block's magnitude, mask and vocal magnitude.
+    """
+    x = torch.from_numpy(resample(audio, rate, cfg.audio.sample_rate))
+    spec = stft(x, cfg.audio)
+    mask = soft_mask(predict_mask(model, spec.abs(), cfg), cfg.train.mask_power)
+    vocals = istft(spec * mask, cfg.audio, x.shape[-1]).numpy()
+    if views is not None:
+        views.update(mixture=spec.abs(), mask=mask, vocals=(spec * mask).abs())
+    vocals = resample(vocals, cfg.audio.sample_rate, rate)[:, : audio.shape[1]]
+    return np.pad(vocals, ((0, 0), (0, audio.shape[1] - vocals.shape[1])))
+
+
+def chunk_bounds(length: int, rate: int, cfg: Config) -> tuple[list[int], int, int]:
+    """Chunk boundaries over [0, length), context and cross-fade lengths (in samples)."""
+    patch_seconds = cfg.audio.patch_frames * cfg.audio.hop_length / cfg.audio.sample_rate
+    context = int((patch_seconds + FADE_SECONDS) * rate)
+    fade = int(FADE_SECONDS * rate)
+    chunk = int(max(CHUNK_SECONDS, 4 * patch_seconds) * rate)
+    n = max(1, round(length / chunk))
+    return np.linspace(0, length, n + 1).round().astype(int).tolist(), context, fade
+
+
+def separate_stream(model: UNet, cfg: Config, read: Callable[[int, int], np.ndarray], length: int,
+                    rate: int, views: dict[str, torch.Tensor] | None = None,
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield consecutive (mixture, vocals) pieces that together cover samples [0, length).
+
+    Each chunk is separated with `context` samples of audio on both sides; neighbouring
+    chunks are cross-faded over 2 * `fade` samples around their boundary.
+    """
+    bounds, context, fade = chunk_bounds(length, rate, cfg)
+    ramp = np.linspace(0.0, 1.0, 2 * fade, dtype=np.float32)
+    tail = None
+    for start, stop in itertools.pairwise(bounds):
+        a, b = max(0, start - context), min(length, stop + context)
+        mix = read(a, b)
+        vocals = separate_block(model, cfg, mix, rate, views if start == 0 else None)
+        if tail is not None:
+            blend = slice(start - fade - a, start + fade - a)
+            yield mix[:, blend], tail * (1 - ramp) + vocals[:, blend] * ramp
+        keep = slice(start - a + (fade if start > 0 else 0), stop - a - (fade if stop < length else 0))
+        yield mix[:, keep], vocals[:, keep]
+        tail = vocals[:, stop - fade - a: stop + fade - a] if stop < length else None
+
+
+def separate_array(model: UNet, cfg: Config, audio: np.ndarray, rate: int) -> np.ndarray:
+    """Vocals (channels, samples) of a whole song held in memory."""
+    pieces = separate_stream(model, cfg, lambda a, b: audio[:, a:b], audio.shape[1], rate)
+    return np.concatenate([vocals for _, vocals in pieces], axis=1)
+
+
+class OutputFiles:
+    """vocals and accompaniment written to temporary names, renamed only on success."""
+
+    def __init__(self, folder: Path, rate: int, channels: int, fmt: str, bits: str) -> None:
+        if fmt == "flac" and bits == "32f":
+            raise InputError("flac stores 16 or 24 bits; use --bits 16 or 24 (or --format wav)")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"{folder}: cannot create output folder ({err.strerror})") from None
+        self.final = [folder / f"{name}.{fmt}" for name in ("vocals", "accompaniment")]
+        self.tmp = [p.with_name(f".{p.name}.partial") for p in self.final]
+        self.pcm = bits != "32f"
+        try:
+            self.files = [sf.SoundFile(str(p), "w", rate, channels, SUBTYPES[bits], format=fmt.upper())
+                          for p in self.tmp]
+        except (sf.SoundFileError, RuntimeError, OSError) as err:
+            self.discard()
+            raise InputError(f"{folder}: cannot write output files ({err})") from None
+
+    def write(self, mixture: np.ndarray, vocals: np.ndarray) -> None:
+        for f, audio in zip(self.files, (vocals, mixture - vocals)):
+            f.write(np.clip(audio.T, -1.0, 1.0) if self.pcm else audio.T)
+
+    def commit(self) -> list[Path]:
+        for f in self.files:
+            f.close()
+        for tmp, final in zip(self.tmp, self.final):
+            os.replace(tmp, final)
+        return self.final
+
+    def discard(self) -> None:
+        for f in getattr(self, "files", []):
+            f.close()
+        for tmp in self.tmp:
+            tmp.unlink(missing_ok=True)
+
+
+def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
+                  bits: str = "32f", plot: bool = False) -> list[Path]:
+    """Separate one audio file into OUT/<stem>/{vocals,accompaniment}.<fmt>; returns the paths."""
+    views: dict[str, torch.Tensor] = {}
+    with AudioFile(path) as audio:
+        out = OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits)
+        peak = 0.0
+        try:
+            bar = tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False)
+            for mixture, vocals in separate_stream(model, cfg, audio.read, audio.frames, audio.rate, views):
+                out.write(mixture, vocals)
+                peak = max(peak, float(np.abs(mixture).max(initial=0.0)))
+                bar.update(mixture.shape[1])
+            bar.close()
+        except BaseException:
+            out.discard()
+            raise
+        paths = out.commit()
+    if peak == 0.0:
+        print(f"warning: {path}: input is silent, so are its outputs", file=sys.stderr)
+    if plot:
+        paths.append(plot_separation(views, cfg, out_dir / path.stem / "separation.png", path.name))
+    return paths
+
+
+def plot_separation(views: dict[str, torch.Tensor], cfg: Config, target: Path, title: str) -> Path:
+    """Mixture spectrogram, predicted mask and vocal spectrogram (first channel, first chunk)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = views["mixture"].shape[-1] * cfg.audio.hop_length / cfg.audio.sample_rate
+    extent = (0, seconds, 0, cfg.audio.sample_rate / 2000)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    panels = (("mixture", "mixture magnitude (dB)"), ("mask", "predicted vocal mask"),
+              ("vocals", "vocal magnitude (dB)"))
+    for ax, (key, label) in zip(axes, panels):
+        data = views[key][0].numpy()
+        if key != "mask":
+            data = 20 * np.log10(np.maximum(data, 1e-5))
+            vmax = max(float(20 * np.log10(max(views["mixture"][0].max().item(), 1e-5))), -60.0)
+            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                              vmin=vmax - 80, vmax=vmax)
+        else:
+            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="viridis",
+                              vmin=0, vmax=1)
+        ax.set_title(label)
+        ax.set_ylabel("kHz")
+        fig.colorbar(image, ax=ax)
+    axes[-1].set_xlabel("seconds")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = target.with_name(f".{target.name}.partial")
+    fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    os.replace(tmp, target)
+    return target
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders of them")
+    p.add_argument("--checkpoint", default="checkpoints/best.pt")
+    p.add_argument("--out-dir", default="results/separated")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--format", default="wav", choices=["wav", "flac"])
+    p.add_argument("--bits", default="32f", choices=list(SUBTYPES), help="16, 24 or 32f (float)")
+    p.add_argument("--plot", action="store_true", help="also write separation.png per song")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    failures = 0
+    try:
+        model, cfg = load_model(args.checkpoint, pick_device(args.device, 0))
+        files = find_audio_files(args.inputs)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    for path in tqdm(files, desc="songs", disable=len(files) < 2):
+        try:
+            written = separate_file(model, cfg, path, Path(args.out_dir), args.format, args.bits, args.plot)
+            print(f"{path} -> {written[0].parent}")
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failures += 1
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

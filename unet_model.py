@@ -1,0 +1,121 @@
+"""The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net
+Convolutional Networks" (ISMIR 2017), and its checkpoints.
+
+Input: mixture magnitude patches (batch, 1, 513, 128); output: a vocal mask of the
+same shape in [0, 1]. Six encoder layers (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU
+0.2) halve both axes down to 8 x 2; six decoder layers (ConvTranspose2d 5x5 stride 2,
+BatchNorm, ReLU, dropout 0.5 on the first three) grow them back, each fed the
+matching encoder output (skip connection); the last one ends in a sigmoid.
+
+The 513th (Nyquist) bin: six stride-2 layers need a height divisible by 64, so the
+network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of bin
+511 (it holds almost no energy at these rates).
+
+    python unet_model.py   # prints the layer shapes and the parameter count
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from config import Config, InputError, ModelConfig
+
+CHECKPOINT_FORMAT = 1
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        k, pad = cfg.kernel_size, cfg.kernel_size // 2
+        widths = (1, *cfg.channels)
+        self.encoder = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=2, padding=pad),
+                          nn.BatchNorm2d(c_out), nn.LeakyReLU(cfg.leaky_slope))
+            for c_in, c_out in itertools.pairwise(widths))
+        self.decoder = nn.ModuleList()
+        depth = len(cfg.channels)
+        for i in range(depth):
+            c_in = widths[depth - i] * (1 if i == 0 else 2)  # deeper layers also get the skip
+            c_out = widths[depth - i - 1]
+            layer = [nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=pad, output_padding=1)]
+            if i < depth - 1:
+                layer += [nn.BatchNorm2d(c_out), nn.ReLU()]
+                if i < cfg.dropout_layers:
+                    layer.append(nn.Dropout(cfg.dropout))
+            self.decoder.append(nn.Sequential(*layer))
+        self.multiple = 2 ** depth
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, bins, frames) mixture magnitude -> vocal mask of the same shape."""
+        usable = mag.shape[-2] - mag.shape[-2] % self.multiple
+        x = mag[..., :usable, :]
+        skips = []
+        for layer in self.encoder:
+            x = layer(x)
+            skips.append(x)
+        for i, layer in enumerate(self.decoder):
+            x = layer(x if i == 0 else torch.cat([x, skips[-1 - i]], dim=1))
+        mask = torch.sigmoid(x)
+        rest = mag.shape[-2] - usable  # the Nyquist bin: copy the top mask row
+        return torch.cat([mask, mask[..., -1:, :].expand(*mask.shape[:-2], rest, -1)], dim=-2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config, **state: Any) -> None:
+    """Write model weights, config and training state atomically (write, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(), **state}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents; InputError if it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found (train one with train.py)")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # torch raises many types for truncated or foreign files
+        raise InputError(f"{path}: not a valid checkpoint (corrupt, truncated or another format)") from None
+    if not isinstance(payload, dict) or not {"config", "model"} <= payload.keys():
+        raise InputError(f"{path}: not a checkpoint of this project (no config/model)")
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    return payload
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, Config]:
+    """The trained model (in eval mode, on device) and the config it was trained with."""
+    payload = read_checkpoint(path, device)
+    try:
+        cfg = Config.from_dict(payload["config"])
+    except (InputError, TypeError) as err:
+        raise InputError(f"{path}: checkpoint config not understood ({err})") from None
+    model = UNet(cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError:
+        raise InputError(f"{path}: weights do not match the checkpoint's model config") from None
+    return model.to(device).eval(), cfg
+
+
+if __name__ == "__main__":
+    cfg = Config()
+    net = UNet(cfg.model).eval()
+    x = torch.rand(1, 1, cfg.audio.n_bins, cfg.audio.patch_frames)
+    with torch.no_grad():
+        y = net(x)
+    print(f"input {tuple(x.shape)} -> mask {tuple(y.shape)}, {count_parameters(net):,} parameters")
