@@ -1,6 +1,6 @@
 """Every setting of the separator, in one place.
 
-A `Config` is three dataclasses (audio features, model, training). Command-line
+A `Config` is four dataclasses (audio features, model, training, separation). Command-line
 flags and `--set section.field=value` override fields; every checkpoint stores
 `Config.to_dict()`, so inference and evaluation rebuild features exactly as
 training computed them.
@@ -35,7 +35,6 @@ class AudioConfig:
     hop_length: int = 256
     patch_frames: int = 128  # time frames per network input
     patch_overlap: float = 0.75  # overlap of training patches
-    infer_overlap: float = 0.75  # overlap of inference patches; their masks are averaged
     normalization: str = "patch"  # "patch": divide each patch by its peak; "none"
 
     @property
@@ -60,7 +59,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, augmentation and the post-filter used at separation time."""
+    """Optimisation and augmentation."""
 
     epochs: int = 40
     batch_size: int = 16
@@ -76,7 +75,15 @@ class TrainConfig:
     shuffle: bool = True
     num_workers: int = 0
     seed: int = 42
-    mask_power: float = 1.0  # separation: vocal mask^p vs (1-mask)^p, a soft Wiener-style filter
+
+
+@dataclass
+class SeparationConfig:
+    """How a trained model is applied; the only section inference may override (--set)."""
+
+    overlap: float = 0.75  # overlap of inference patches; the masks of overlapping patches are averaged
+    mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
+    batch_size: int = 16  # patches per forward pass
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    separation: SeparationConfig = field(default_factory=SeparationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,14 +132,16 @@ def _parse_value(text: str, current: Any) -> Any:
     return type(current)(text)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Return a copy of cfg with `section.field=value` overrides applied."""
+def apply_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...] | None = None) -> Config:
+    """Return a copy of cfg with `section.field=value` overrides applied (only to `sections`)."""
     data = cfg.to_dict()
     for item in overrides:
         key, sep, text = item.partition("=")
         section, _, name = key.partition(".")
         if not sep or section not in data or name not in data[section]:
             raise InputError(f"bad override '{item}': expected section.field=value, e.g. train.lr=3e-4")
+        if sections is not None and section not in sections:
+            raise InputError(f"override '{item}': only {', '.join(sections)} settings can change here")
         current = getattr(getattr(cfg, section), name)
         try:
             data[section][name] = _parse_value(text, current)

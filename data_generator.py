@@ -266,7 +266,7 @@ def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list
 def mir1k_clips(root: Path, subset: str) -> list[Path]:
     """MIR-1K's standard split: singers abjones and amy train, every other singer tests."""
     folder = root / "Wavfile" if (root / "Wavfile").is_dir() else root
-    clips = sorted(folder.glob("*.wav"))
+    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
     if not clips:
         raise InputError(f"{root}: not a MIR-1K folder (no Wavfile/*.wav)")
     is_train = [c.name.split("_")[0] in MIR1K_TRAIN_SINGERS for c in clips]

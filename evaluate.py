@@ -33,9 +33,8 @@ from tqdm import tqdm
 
 from config import Config, InputError
 from data_generator import Track, load_tracks
-from inference import separate_array
-from train import pick_device
-from unet_model import UNet, load_model
+from inference import load_separator, separate_array
+from unet_model import UNet
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 
@@ -198,9 +197,10 @@ def scored_tracks(model: UNet, cfg: Config, tracks: list[Track], score_dir: Path
 
 def evaluate_model(checkpoint: str | Path, dataset: str, root: str | None, subset: str = "test",
                    is_wav: bool = False, out_dir: str | Path | None = None, workers: int = 1,
-                   tracks: int | None = None, device: str = "auto") -> list[dict[str, Any]]:
+                   tracks: int | None = None, device: str = "auto",
+                   overrides: list[str] = ()) -> list[dict[str, Any]]:
     """Separate and score a test set; writes the CSVs (and plot) and returns the summary rows."""
-    model, cfg = load_model(checkpoint, pick_device(device, 0))
+    model, cfg = load_separator(str(checkpoint), device, list(overrides))
     out = Path(out_dir or f"results/eval/{dataset}-{subset}")
     selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
     if dataset == "mir1k":
@@ -248,6 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="parallel scoring processes")
     p.add_argument("--tracks", type=int, help="only the first N tracks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
+                   help="change how the model is applied, e.g. --set separation.overlap=0.5")
     return p.parse_args(argv)
 
 
@@ -256,7 +258,7 @@ def main() -> None:
     root = args.root or (os.environ.get("MUSDB_PATH") if args.dataset == "musdb" else None)
     try:
         summary = evaluate_model(args.checkpoint, args.dataset, root, args.subset, args.is_wav,
-                                 args.out_dir, args.workers, args.tracks, args.device)
+                                 args.out_dir, args.workers, args.tracks, args.device, args.set)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

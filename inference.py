@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from config import Config, InputError
+from config import Config, InputError, apply_overrides
 from data_generator import (
     AudioFile,
     find_audio_files,
@@ -45,19 +45,20 @@ FADE_SECONDS = 0.5
 
 
 @torch.inference_mode()
-def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config, batch_size: int = 16) -> torch.Tensor:
+def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Vocal mask (channels, bins, frames) for a magnitude spectrogram of the same shape.
 
-    The spectrogram is cut into patches overlapping by `infer_overlap`; the masks of
+    The spectrogram is cut into patches overlapping by `separation.overlap`; the masks of
     the patches that cover a frame are averaged.
     """
     device = next(model.parameters()).device
-    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.audio.infer_overlap)
+    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.overlap)
     patches = to_patches(mag, patch, hop)
     flat, _ = normalize_patches(patches.reshape(-1, 1, *patches.shape[-2:]), cfg.audio.normalization)
     masks = torch.empty_like(flat)
-    for i in range(0, len(flat), batch_size):
-        masks[i:i + batch_size] = model(flat[i:i + batch_size].to(device)).float().cpu()
+    batch = cfg.separation.batch_size
+    for i in range(0, len(flat), batch):
+        masks[i:i + batch] = model(flat[i:i + batch].to(device)).float().cpu()
     return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1])
 
 
@@ -77,7 +78,7 @@ def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
     """
     x = torch.from_numpy(resample(audio, rate, cfg.audio.sample_rate))
     spec = stft(x, cfg.audio)
-    mask = soft_mask(predict_mask(model, spec.abs(), cfg), cfg.train.mask_power)
+    mask = soft_mask(predict_mask(model, spec.abs(), cfg), cfg.separation.mask_power)
     vocals = istft(spec * mask, cfg.audio, x.shape[-1]).numpy()
     if views is not None:
         views.update(mixture=spec.abs(), mask=mask, vocals=(spec * mask).abs())
@@ -231,14 +232,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
     p.add_argument("--bits", default="32f", choices=list(SUBTYPES), help="16, 24 or 32f (float)")
     p.add_argument("--plot", action="store_true", help="also write separation.png per song")
+    p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
+                   help="change how the model is applied, e.g. --set separation.mask_power=2")
     return p.parse_args(argv)
+
+
+def load_separator(checkpoint: str, device: str, overrides: list[str]) -> tuple[UNet, Config]:
+    """The checkpoint's model and config, with separation overrides applied."""
+    model, cfg = load_model(checkpoint, pick_device(device, 0))
+    return model, apply_overrides(cfg, overrides, sections=("separation",))
 
 
 def main() -> None:
     args = parse_args()
     failures = 0
     try:
-        model, cfg = load_model(args.checkpoint, pick_device(args.device, 0))
+        model, cfg = load_separator(args.checkpoint, args.device, args.set)
         files = find_audio_files(args.inputs)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

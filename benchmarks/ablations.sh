@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The MIR-1K ablations behind benchmarks/README.md. Every variant trains on the same patch
+# budget (EPOCHS x SAMPLES patches: about what 60 minutes give on 2 CPU cores), is chosen on
+# validation clips of the training singers, then scores every test clip under ROOT.
+#   ROOT=../shared/data/MIR-1K bash benchmarks/ablations.sh            # one after another (CPU)
+#   ROOT=... PARALLEL=1 DEVICE=cuda bash benchmarks/ablations.sh       # all at once on one GPU
+set -u
+ROOT=${ROOT:?set ROOT to a MIR-1K folder}
+EPOCHS=${EPOCHS:-45}
+SAMPLES=${SAMPLES:-2000}
+PARALLEL=${PARALLEL:-0}
+DEVICE=${DEVICE:-auto}
+MINUTES=${MINUTES:-600}  # safety cap per variant
+mkdir -p results/ablations
+
+train_variant() {  # name, training overrides...
+  local name=$1; shift
+  local sets=()
+  for s in "$@"; do sets+=(--set "$s"); done
+  "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --epochs "$EPOCHS" --samples "$SAMPLES" --minutes "$MINUTES" \
+    --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" > "results/ablations/$name.log" 2>&1
+}
+
+separation_variant() {  # name, separation overrides... (scores the default model)
+  local name=$1; shift
+  local sets=()
+  for s in "$@"; do sets+=(--eval-set "$s"); done
+  "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --skip-training --checkpoint checkpoints/ablation-default/best.pt \
+    --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" > "results/ablations/$name.log" 2>&1
+}
+
+launch() {
+  if [ "$PARALLEL" = 1 ]; then "$@" & else "$@"; fi
+}
+
+launch train_variant default
+launch train_variant paper-stft audio.sample_rate=8192 audio.hop_length=768
+launch train_variant loss-magnitude train.loss=magnitude
+launch train_variant norm-none audio.normalization=none
+launch train_variant no-augmentation train.remix=false train.gain_range=1,1
+launch train_variant lr-constant train.lr_schedule=constant
+launch train_variant batch-32 train.batch_size=32
+wait
+launch separation_variant overlap-0 separation.overlap=0
+launch separation_variant overlap-0.5 separation.overlap=0.5
+launch separation_variant mask-power-2 separation.mask_power=2
+wait
+for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done

@@ -1,0 +1,91 @@
+"""MIR-1K benchmark: train on singers abjones + amy with a wall-clock budget, then
+separate and score every test clip under --root (all singers but those two) with
+BSS Eval v3 on whole clips, as the MIR-1K papers do.
+
+    python benchmarks/mir1k.py --root ../shared/data/MIR-1K --minutes 60
+    python benchmarks/mir1k.py --root ../shared/data/MIR-1K --epochs 45 --samples 2000 \
+        --set train.loss=magnitude --name loss-magnitude        # an ablation: fixed patch budget
+    python benchmarks/mir1k.py --root ../shared/data/MIR-1K --skip-training --name default
+
+Prints vocals GNSDR / GSIR / GSAR, accompaniment GNSDR, training minutes and the machine,
+and writes them to results/benchmarks/<name>/benchmark.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import InputError
+from evaluate import evaluate_model, format_summary
+from train import parse_args as train_args
+from train import train
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device != "cpu" and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="MIR-1K folder (holding Wavfile/)")
+    p.add_argument("--minutes", type=float, help="training budget (wall clock)")
+    p.add_argument("--epochs", type=int, default=10_000, help="epoch limit (default: the budget decides)")
+    p.add_argument("--samples", type=int, help="training patches per epoch (default: all)")
+    p.add_argument("--set", action="append", default=[], help="training config override, see train.py")
+    p.add_argument("--eval-set", action="append", default=[], help="separation override, see evaluate.py")
+    p.add_argument("--name", default="mir1k")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="scoring processes")
+    p.add_argument("--skip-training", action="store_true", help="only score --checkpoint")
+    p.add_argument("--checkpoint", help="with --skip-training (default: checkpoints/<name>/best.pt)")
+    args = p.parse_args()
+    if args.minutes is None and args.epochs == 10_000 and not args.skip_training:
+        p.error("give --minutes or --epochs")
+
+    ckpt_dir = Path("checkpoints") / args.name
+    out_dir = Path("results") / "benchmarks" / args.name
+    started = time.time()
+    if not args.skip_training:
+        argv = ["--dataset", "mir1k", "--root", args.root, "--checkpoint-dir", str(ckpt_dir),
+                "--epochs", str(args.epochs), "--device", args.device]
+        argv += ["--max-minutes", str(args.minutes)] if args.minutes else []
+        overrides = args.set + ([f"train.samples_per_epoch={args.samples}"] if args.samples else [])
+        argv += [item for o in overrides for item in ("--set", o)]
+        train(train_args(argv))
+    minutes = None if args.skip_training else round((time.time() - started) / 60, 1)
+    checkpoint = args.checkpoint if args.skip_training and args.checkpoint else ckpt_dir / "best.pt"
+    summary = evaluate_model(checkpoint, "mir1k", args.root, "test", out_dir=out_dir,
+                             workers=args.workers, device=args.device, overrides=args.eval_set)
+    g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
+    result = {"name": args.name, "train_overrides": args.set, "eval_overrides": args.eval_set,
+              "clips": summary[0]["tracks"], "GNSDR": g["vocals", "NSDR"], "GSIR": g["vocals", "SIR"],
+              "GSAR": g["vocals", "SAR"], "accompaniment_GNSDR": g["accompaniment", "NSDR"],
+              "training_minutes": minutes, "machine": machine(args.device)}
+    (out_dir / "benchmark.json").write_text(json.dumps(result, indent=2))
+    print(format_summary(summary))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except InputError as err:
+        sys.exit(f"error: {err}")
