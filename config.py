@@ -66,7 +66,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
-    loss: str = "mask"  # "mask": L1(mask, oracle mask); "magnitude": L1(mask * mix, vocals)
+    loss: str = "magnitude"  # "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing

@@ -232,8 +232,7 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
                 is_wav: bool = False, split: str | None = None) -> list[Track]:
     """Tracks of a dataset. subset: 'train' or 'test'; split (train only): 'train' or 'valid'."""
     if dataset == "demo":
-        root = Path(root) if root else make_demo()
-        return load_musdb(root, subset, is_wav=True, split=None)
+        return load_wav_folders(Path(root) if root else make_demo(), subset)
     if root is None:
         raise InputError(f"--root is required for --dataset {dataset}")
     if dataset == "musdb":
@@ -243,9 +242,26 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
     raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k or demo)")
 
 
-def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list[Track]:
-    import musdb
+def load_wav_folders(root: Path, subset: str) -> list[Track]:
+    """Tracks in the MUSDB18-HQ layout (root/subset/<track>/{mixture,vocals}.wav), read directly."""
+    folders = sorted(p for p in (root / subset).glob("*") if (p / "vocals.wav").is_file())
+    if not folders:
+        raise InputError(f"{root}: no tracks in '{subset}' (expected {subset}/<track>/vocals.wav)")
+    tracks = []
+    for folder in folders:
+        mixture, rate = read_audio(folder / "mixture.wav")
+        vocals, vocals_rate = read_audio(folder / "vocals.wav")
+        if vocals_rate != rate or vocals.shape != mixture.shape:
+            raise InputError(f"{folder}: mixture.wav and vocals.wav differ in rate or shape")
+        tracks.append(Track(folder.name, rate, mixture, vocals))
+    return tracks
 
+
+def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list[Track]:
+    try:
+        import musdb
+    except RuntimeError as err:  # stempeg refuses to import without ffmpeg
+        raise InputError(f"the musdb package cannot load: {err}") from None
     if not (root / subset).is_dir():
         raise InputError(f"{root}: not a MUSDB18 folder (no '{subset}' subfolder)")
     if not is_wav and shutil.which("ffmpeg") is None:

@@ -11,12 +11,13 @@ SAMPLES=${SAMPLES:-2000}
 PARALLEL=${PARALLEL:-0}
 DEVICE=${DEVICE:-auto}
 MINUTES=${MINUTES:-600}  # safety cap per variant
+EXTRA_SET=${EXTRA_SET:-}  # overrides for every variant, e.g. train.num_workers=1
 mkdir -p results/ablations
 
 train_variant() {  # name, training overrides...
   local name=$1; shift
   local sets=()
-  for s in "$@"; do sets+=(--set "$s"); done
+  for s in "$@" $EXTRA_SET; do sets+=(--set "$s"); done
   "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --epochs "$EPOCHS" --samples "$SAMPLES" --minutes "$MINUTES" \
     --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" > "results/ablations/$name.log" 2>&1
 }
