@@ -84,6 +84,7 @@ class SeparationConfig:
     overlap: float = 0.75  # overlap of inference patches; the masks of overlapping patches are averaged
     mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
     batch_size: int = 16  # patches per forward pass
+    bfloat16: bool = True  # bfloat16 autocast where the device computes it natively (AMX/AVX512-BF16, CUDA)
 
 
 @dataclass

@@ -182,12 +182,12 @@ def scored_tracks(model: UNet, cfg: Config, tracks: list[Track], score_dir: Path
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max(1, workers), mp_context=context, initializer=limit_threads) as pool:
         pending: list[tuple[str, Path, Future]] = []
-        for track in tqdm(todo, desc="separating", leave=False):
+        for track in tqdm(todo, desc="separating", leave=False, disable=None):
             estimates = separate_track(model, cfg, track.mixture, track.rate)
             references = {"vocals": track.vocals, "accompaniment": track.accompaniment}
             pending.append((track.name, score_dir / f"{track.name}.json",
                             pool.submit(scorer, track.name, track.rate, references, estimates)))
-        for name, path, future in tqdm(pending, desc="scoring", leave=False):
+        for name, path, future in tqdm(pending, desc="scoring", leave=False, disable=None):
             text = future.result()
             tmp = path.with_name(f".{path.name}.partial")
             tmp.write_text(text)

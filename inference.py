@@ -37,7 +37,7 @@ from data_generator import (
     to_patches,
 )
 from train import pick_device
-from unet_model import UNet, load_model
+from unet_model import UNet, load_model, native_bfloat16
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
@@ -57,8 +57,11 @@ def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config) -> torch.Tensor:
     flat, _ = normalize_patches(patches.reshape(-1, 1, *patches.shape[-2:]), cfg.audio.normalization)
     masks = torch.empty_like(flat)
     batch = cfg.separation.batch_size
+    bf16 = cfg.separation.bfloat16 and native_bfloat16(device)
     for i in range(0, len(flat), batch):
-        masks[i:i + batch] = model(flat[i:i + batch].to(device)).float().cpu()
+        x = flat[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            masks[i:i + batch] = model(x).float().cpu()
     return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1])
 
 
@@ -171,12 +174,12 @@ def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str 
         out = OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits)
         peak = 0.0
         try:
-            bar = tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False)
-            for mixture, vocals in separate_stream(model, cfg, audio.read, audio.frames, audio.rate, views):
-                out.write(mixture, vocals)
-                peak = max(peak, float(np.abs(mixture).max(initial=0.0)))
-                bar.update(mixture.shape[1])
-            bar.close()
+            with tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False,
+                      disable=None) as bar:
+                for mixture, vocals in separate_stream(model, cfg, audio.read, audio.frames, audio.rate, views):
+                    out.write(mixture, vocals)
+                    peak = max(peak, float(np.abs(mixture).max(initial=0.0)))
+                    bar.update(mixture.shape[1])
         except BaseException:
             out.discard()
             raise
@@ -252,7 +255,7 @@ def main() -> None:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    for path in tqdm(files, desc="songs", disable=len(files) < 2):
+    for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
         try:
             written = separate_file(model, cfg, path, Path(args.out_dir), args.format, args.bits, args.plot)
             print(f"{path} -> {written[0].parent}")

@@ -7,10 +7,14 @@
     python train.py --set audio.hop_length=768 --set train.loss=magnitude
     torchrun --standalone --nproc_per_node=4 train.py --dataset musdb --root ~/musdb18
 
-Loss: L1 between the predicted mask and the oracle mask (vocals / mixture, linear
-magnitude, clipped to [0, 1]); `--set train.loss=magnitude` gives Jansson's L1 on the
-masked magnitude. Writes DIR/best.pt (best validation loss), DIR/last.pt (for
---resume), DIR/history.csv and DIR/loss.png. --max-minutes is the wall-clock budget
+Loss (train.loss): "magnitude", Jansson's L1 between the masked mixture and the vocals
+(the default), or "mask", L1 between the predicted mask and the oracle mask (vocals /
+mixture in linear magnitude, clipped to [0, 1]). Mixed precision: bfloat16 autocast where
+the device computes it natively (CUDA, CPUs with AMX or AVX512-BF16), float16 with a
+gradient scaler on older GPUs; --no-amp keeps float32.
+
+Writes DIR/best.pt (best validation loss), DIR/last.pt (for --resume), DIR/history.csv
+and DIR/loss.png. --max-minutes is the wall-clock budget
 of the whole run, resumes included; at the budget, on Ctrl-C or SIGTERM it validates,
 writes its checkpoints and stops. --batch-size is the global batch: under torchrun
 each of N processes takes batch/N.
@@ -39,7 +43,7 @@ from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides
 from data_generator import PatchDataset, oracle_mask, train_valid_tracks, worker_seed
-from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
+from unet_model import UNet, count_parameters, native_bfloat16, read_checkpoint, save_checkpoint
 
 
 class Stop:
@@ -209,9 +213,12 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    if not enabled or device.type != "cuda":
+    """bfloat16 where the device computes it natively, else float16 on CUDA, else none (float32)."""
+    if not enabled:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if native_bfloat16(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
 
 
 def learning_rate(cfg: Config, progress: float) -> float:
@@ -261,7 +268,7 @@ class Trainer:
         return self.budget is not None and self.elapsed + time.time() - started >= self.budget
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
-        mix = mix.to(self.device, non_blocking=True)
+        mix = mix.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         vocals = vocals.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             mask = self.model(mix)
@@ -292,7 +299,7 @@ class Trainer:
             loader.sampler.set_epoch(self.epoch)
         total, count, waited = 0.0, 0, 0.0
         epoch_start = time.time()
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}", disable=self.rank != 0, leave=False)
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}", disable=True if self.rank else None, leave=False)
         tick = time.time()
         stop = False
         for i, (mix, vocals) in enumerate(bar):
@@ -396,7 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="float32 only (no bfloat16/float16 autocast)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set audio.hop_length=768")
     return p.parse_args(argv)
@@ -423,7 +430,7 @@ def train(args: argparse.Namespace) -> Path:
     if world > 1:
         dist.barrier()
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device)
-    model = UNet(cfg.model).to(device)
+    model = UNet(cfg.model).to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))
     trainer = Trainer(cfg, model, device, rank, out_dir, args.max_minutes, amp=not args.no_amp)

@@ -1,0 +1,235 @@
+"""Speed and memory, side by side: our separator against Open-Unmix on the same song.
+
+    python benchmarks/speed.py                       # 3-minute song, Open-Unmix, 30-minute song
+    python benchmarks/speed.py --checkpoint checkpoints/best.pt --long-minutes 60
+    python benchmarks/speed.py --only ours --minutes 3
+
+Every measurement runs in its own process (peak resident memory is that process's
+ru_maxrss) and times the whole separation: read, resample, STFT, model, ISTFT, write.
+The song is stereo 44.1 kHz, made by looping ../shared/data/songs/audio_example.mp3
+(or a synthetic demo song where that is absent). Open-Unmix uses the shape of its
+umxhq model with random weights (the same cost as trained ones): vocals plus the
+residual (its two-stem use), with its Wiener filter at niter=1 and without (niter=0),
+and all four umxhq targets at niter=1. Also measured: training throughput (patches/s,
+share of step time spent waiting for data) and evaluate.py --workers 1 against 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import Config
+from data_generator import read_audio, resample, synthesize_song
+from unet_model import UNet, load_model
+
+SONG = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "songs" / "audio_example.mp3"
+RATE = 44100
+
+
+def make_song(path: Path, minutes: float) -> Path:
+    """A stereo 44.1 kHz PCM-16 wav of `minutes`, written block by block."""
+    if SONG.exists():
+        block, rate = read_audio(SONG)
+        block = resample(block, rate, RATE)
+    else:
+        block = synthesize_song(np.random.default_rng(0), 20.0, RATE)["mixture"]
+    total = int(minutes * 60 * RATE)
+    with sf.SoundFile(str(path), "w", RATE, 2, "PCM_16") as f:
+        written = 0
+        while written < total:
+            part = block[:2, : total - written]
+            f.write(part.T)
+            written += part.shape[1]
+    return path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_ours(song: Path, checkpoint: str | None) -> dict:
+    from inference import separate_file
+
+    if checkpoint:
+        model, cfg = load_model(checkpoint)
+    else:
+        cfg = Config()
+        model = UNet(cfg.model).eval()
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        separate_file(model, cfg, song, Path(out))
+        return {"seconds": time.perf_counter() - started}
+
+
+def child_umx(song: Path, niter: int, targets: int) -> dict:
+    # openunmix imports torchaudio at package level; torchaudio cannot load beside this torch,
+    # and the separator path used here never calls it, so an empty module stands in for it.
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+    from openunmix.model import OpenUnmix, Separator
+
+    names = ["vocals", "drums", "bass", "other"][:targets]
+    models = {n: OpenUnmix(nb_bins=4096 // 2 + 1, nb_channels=2, hidden_size=512, max_bin=1487).eval()
+              for n in names}
+    separator = Separator(models, niter=niter, residual=targets == 1, n_fft=4096, n_hop=1024, nb_channels=2,
+                          sample_rate=RATE, filterbank="torch").eval()
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        audio, rate = sf.read(str(song), dtype="float32", always_2d=True)
+        with torch.inference_mode():
+            estimates = separator(torch.from_numpy(audio.T.copy())[None])[0]
+        vocals = estimates[0].numpy().T
+        sf.write(os.path.join(out, "vocals.wav"), vocals, rate, subtype="FLOAT")
+        sf.write(os.path.join(out, "accompaniment.wav"), audio - vocals, rate, subtype="FLOAT")
+        return {"seconds": time.perf_counter() - started}
+
+
+def child_train(steps: int, workers: int) -> dict:
+    """Patches per second and the share of step time spent waiting for data (demo set)."""
+    from torch.utils.data import DataLoader
+
+    from data_generator import PatchDataset, load_tracks, make_demo, worker_seed
+    from train import Trainer
+
+    cfg = Config()
+    dataset = PatchDataset(load_tracks("demo", make_demo(), "train"), cfg, remix=True)
+    loader = DataLoader(dataset, cfg.train.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        worker_init_fn=worker_seed, persistent_workers=workers > 0)
+    trainer = Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, amp=False)
+    waited = done = 0
+    started = time.perf_counter()
+    while done < steps:
+        tick = time.perf_counter()
+        for mix, vocals in loader:
+            waited += time.perf_counter() - tick
+            trainer.step(mix, vocals)
+            done += 1
+            if done == 3:  # warm-up excluded
+                waited, started = 0.0, time.perf_counter()
+            if done >= steps:
+                break
+            tick = time.perf_counter()
+    seconds = time.perf_counter() - started
+    return {"patches_per_second": (steps - 3) * cfg.train.batch_size / seconds, "data_wait": waited / seconds}
+
+
+def run_child(*args: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def make_musdb_hq(root: Path, tracks: int, seconds: float) -> Path:
+    """A MUSDB18-HQ-layout test set of `tracks` synthetic songs (for timing evaluate.py)."""
+    for i in range(tracks):
+        stems = synthesize_song(np.random.default_rng(100 + i), seconds, RATE)
+        folder = root / "test" / f"track-{i:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, audio in stems.items():
+            sf.write(str(folder / f"{name}.wav"), audio.T, RATE, subtype="PCM_16")
+    return root
+
+
+def time_evaluate(root: Path, checkpoint: Path, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "evaluate.py", "--dataset", "musdb", "--is-wav", "--root", str(root),
+                        "--checkpoint", str(checkpoint), "--out-dir", out, "--workers", str(workers)],
+                       cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def child_main(args: argparse.Namespace) -> None:
+    kind = args.child[0]
+    if kind == "ours":
+        result = child_ours(Path(args.child[1]), args.child[2] if len(args.child) > 2 else None)
+    elif kind == "umx":
+        result = child_umx(Path(args.child[1]), int(args.child[2]), int(args.child[3]))
+    else:
+        result = child_train(int(args.child[1]), int(args.child[2]))
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def row(name: str, result: dict, seconds: float) -> str:
+    if "error" in result:
+        return f"| {name} | failed: {result['error'][:80]} | | |"
+    return (f"| {name} | {result['seconds']:.1f} | {seconds / result['seconds']:.0f}x | "
+            f"{result['peak_rss_mb']:.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--long-minutes", type=float, default=30.0, help="0 skips the long song")
+    p.add_argument("--checkpoint", help="our model (default: random weights, the same cost)")
+    p.add_argument("--only", choices=["ours", "umx", "train", "evaluate"], action="append")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    only = set(args.only or ["ours", "umx", "train", "evaluate"])
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads")
+    tmp = Path(tempfile.mkdtemp(prefix="speed-"))
+    song = make_song(tmp / "song.wav", args.minutes)
+    seconds = args.minutes * 60
+    ckpt = [args.checkpoint] if args.checkpoint else []
+    print(f"\n{args.minutes:g}-minute stereo 44.1 kHz song\n\n| separator | wall s | real time | peak RSS MB |")
+    print("|---|---|---|---|")
+    ours = None
+    if "ours" in only:
+        ours = run_child("ours", str(song), *ckpt)
+        print(row("this U-Net (inference.py path)", ours, seconds), flush=True)
+    if "umx" in only:
+        for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
+                                     (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),
+                                     (1, 4, "Open-Unmix umxhq 4 targets, niter=1")):
+            umx = run_child("umx", str(song), str(niter), str(targets))
+            line = row(name, umx, seconds)
+            if ours and "seconds" in ours and "seconds" in umx:
+                line += f" {umx['seconds'] / ours['seconds']:.1f}x slower than ours"
+            print(line, flush=True)
+    if "ours" in only and args.long_minutes:
+        (tmp / "song.wav").unlink()
+        long_song = make_song(tmp / "long.wav", args.long_minutes)
+        print(row(f"this U-Net, {args.long_minutes:g}-minute song", run_child("ours", str(long_song), *ckpt),
+                  args.long_minutes * 60), flush=True)
+        long_song.unlink()
+    if "train" in only:
+        print("\ntraining throughput (CPU, demo set, batch 16)\n\n| DataLoader workers | patches/s | data wait |")
+        print("|---|---|---|")
+        for workers in (0, 1):
+            r = run_child("train", "40", str(workers))
+            print(f"| {workers} | {r['patches_per_second']:.1f} | {r['data_wait']:.1%} |", flush=True)
+    if "evaluate" in only:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else tmp / "random.pt"
+        if not args.checkpoint:
+            from unet_model import save_checkpoint
+
+            save_checkpoint(checkpoint, UNet(Config().model), Config())
+        root = make_musdb_hq(tmp / "musdb", tracks=4, seconds=30.0)
+        one, two = time_evaluate(root, checkpoint, 1), time_evaluate(root, checkpoint, 2)
+        print(f"\nevaluate.py on 4 tracks of 30 s (museval v4): --workers 1 {one:.1f} s, --workers 2 {two:.1f} s "
+              f"({one / two:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

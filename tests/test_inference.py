@@ -1,0 +1,239 @@
+"""inference.py: outputs people get, and the bad-input matrix."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO, run_main, shared_path, song, write_wav
+
+import inference
+from inference import chunk_bounds, separate_array
+from unet_model import load_model
+
+
+def separate(checkpoint, out_dir, *inputs, extra=()):
+    return run_main(inference.main, [*map(str, inputs), "--checkpoint", str(checkpoint), "--out-dir", str(out_dir),
+                                     "--device", "cpu", *extra])
+
+
+def outputs(out_dir, stem, fmt="wav"):
+    vocals, rate = sf.read(out_dir / stem / f"vocals.{fmt}", always_2d=True)
+    accompaniment, _ = sf.read(out_dir / stem / f"accompaniment.{fmt}", always_2d=True)
+    return vocals.T, accompaniment.T, rate
+
+
+def assert_no_partial_files(folder):
+    assert not [p for p in folder.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+@pytest.mark.parametrize("rate", [8000, 22050, 48000, 96000])
+def test_outputs_match_input_length_rate_channels_and_add_up(checkpoint, tmp_path, channels, rate):
+    mix = song(1.3, rate, channels)
+    path = write_wav(tmp_path / "in.wav", mix, rate)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 0, err
+    vocals, accompaniment, out_rate = outputs(tmp_path / "out", "in")
+    assert out_rate == rate
+    assert vocals.shape == accompaniment.shape == mix.shape
+    assert np.abs(vocals + accompaniment - mix).max() < 1e-5
+    assert np.isfinite(vocals).all() and np.abs(vocals).max() > 0
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_integer_and_float_wavs_are_read(checkpoint, tmp_path, subtype):
+    mix = song(1.0, 16000, 2)
+    path = write_wav(tmp_path / "in.wav", mix, 16000, subtype)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 0, err
+    vocals, accompaniment, _ = outputs(tmp_path / "out", "in")
+    assert np.abs(vocals + accompaniment - sf.read(path, always_2d=True)[0].T).max() < 1e-5
+
+
+def test_long_song_is_stitched_without_seams(checkpoint):
+    """Chunked separation equals separating each chunk's neighbourhood; no jump at chunk boundaries."""
+    model, cfg = load_model(checkpoint)
+    rate = 16000
+    mix = song(75.0, rate, 1, seed=3)
+    bounds, _, _ = chunk_bounds(mix.shape[1], rate, cfg)
+    assert len(bounds) > 2  # really chunked
+    vocals = separate_array(model, cfg, mix, rate)
+    assert vocals.shape == mix.shape
+    step = np.abs(np.diff(vocals[0]))
+    for b in bounds[1:-1]:
+        assert step[b - 200:b + 200].max() < 4 * np.percentile(step, 99.9)
+
+
+def test_mp3_and_flac_inputs_and_flac_24_bit_output(checkpoint, tmp_path):
+    mp3 = shared_path("songs", "audio_example.mp3")
+    flac = tmp_path / "song.flac"
+    sf.write(str(flac), song(1.0, 44100, 2).T, 44100, format="FLAC", subtype="PCM_16")
+    code, _, err = separate(checkpoint, tmp_path / "out", mp3, flac, extra=["--format", "flac", "--bits", "24"])
+    assert code == 0, err
+    info = sf.info(str(tmp_path / "out" / "audio_example" / "vocals.flac"))
+    assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_24")
+    assert info.frames == sf.info(str(mp3)).frames
+
+
+def test_pcm_output_clips_instead_of_wrapping(checkpoint, tmp_path):
+    mix = np.clip(song(1.0, 16000, 1) * 8, -1, 1)  # full-scale: accompaniment may exceed 1
+    path = write_wav(tmp_path / "loud.wav", mix, 16000)
+    code, _, err = separate(checkpoint, tmp_path / "out", path, extra=["--bits", "16"])
+    assert code == 0, err
+    vocals, accompaniment, _ = outputs(tmp_path / "out", "loud")
+    exact = mix - vocals
+    assert np.abs(accompaniment).max() <= 1.0
+    big = np.abs(exact) > 0.9  # where the exact value is near full scale, the sign survives
+    assert np.all(np.sign(accompaniment[big]) == np.sign(exact[big]))
+
+
+def test_silence_in_gives_silence_out(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "quiet.wav", np.zeros((2, 16000), np.float32), 16000)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 0
+    assert "silent" in err
+    vocals, accompaniment, _ = outputs(tmp_path / "out", "quiet")
+    assert not vocals.any() and not accompaniment.any()
+
+
+def test_one_sample_and_full_scale_noise(checkpoint, tmp_path):
+    one = write_wav(tmp_path / "one.wav", np.full((1, 1), 0.5, np.float32), 16000)
+    noise = np.random.default_rng(0).choice([-1.0, 1.0], size=(2, 32000)).astype(np.float32)
+    loud = write_wav(tmp_path / "noise.wav", noise, 16000, "PCM_16")
+    code, _, err = separate(checkpoint, tmp_path / "out", one, loud)
+    assert code == 0, err
+    vocals, accompaniment, _ = outputs(tmp_path / "out", "one")
+    assert vocals.shape == (1, 1) and abs(vocals[0, 0] + accompaniment[0, 0] - 0.5) < 1e-6
+    vocals, accompaniment, _ = outputs(tmp_path / "out", "noise")
+    assert np.isfinite(vocals).all() and np.abs(vocals + accompaniment - noise).max() < 1e-4
+
+
+def test_name_with_spaces_and_non_ascii_letters(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "Sigur Rós - Hoppípolla.wav", song(1.0, 16000, 2), 16000)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 0, err
+    assert (tmp_path / "out" / "Sigur Rós - Hoppípolla" / "vocals.wav").exists()
+
+
+def test_plot_writes_a_png(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "in.wav", song(3.0, 16000, 2), 16000)
+    code, _, err = separate(checkpoint, tmp_path / "out", path, extra=["--plot"])
+    assert code == 0, err
+    png = (tmp_path / "out" / "in" / "separation.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def bad_inputs(tmp_path):
+    """name -> (path, expected words in the error)."""
+    text = tmp_path / "text.wav"
+    text.write_text("this is not audio\n" * 100)
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    nan = song(1.0, 16000, 2)
+    nan[0, 100] = np.nan
+    inf = song(1.0, 16000, 2)
+    inf[1, 5] = np.inf
+    folder = tmp_path / "no-audio"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    return {"missing": (tmp_path / "missing.wav", "no such file"), "text": (text, "not a readable audio file"),
+            "empty": (empty, "empty file"), "nan": (write_wav(tmp_path / "nan.wav", nan, 16000), "NaN"),
+            "inf": (write_wav(tmp_path / "inf.wav", inf, 16000), "NaN or infinite"),
+            "folder": (folder, "no audio files")}
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "empty", "nan", "inf", "folder"])
+def test_bad_input_gets_one_line_and_no_output(checkpoint, tmp_path, case):
+    path, words = bad_inputs(tmp_path)[case]
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code != 0
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err
+    assert str(path.name) in err
+    stem_dir = tmp_path / "out" / path.stem
+    assert not stem_dir.exists() or not any(stem_dir.iterdir())
+
+
+def test_truncated_files_give_a_result_or_one_clear_error(checkpoint, tmp_path):
+    full = write_wav(tmp_path / "full.wav", song(2.0, 16000, 2), 16000, "PCM_16")
+    cut_wav = tmp_path / "cut.wav"
+    cut_wav.write_bytes(full.read_bytes()[:30000])
+    mp3 = shared_path("songs", "audio_example.mp3")
+    cut_mp3 = tmp_path / "cut.mp3"
+    cut_mp3.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 3])
+    for path in (cut_wav, cut_mp3):
+        code, _, err = separate(checkpoint, tmp_path / "out", path)
+        if code == 0:
+            vocals, _, _ = outputs(tmp_path / "out", path.stem)
+            assert np.isfinite(vocals).all() and vocals.shape[1] > 0
+        else:
+            assert err.count("\n") == 1 and path.name in err
+        assert_no_partial_files(tmp_path / "out")
+
+
+def test_one_bad_file_among_several_is_reported_and_the_rest_separated(checkpoint, tmp_path):
+    good = [write_wav(tmp_path / f"good{i}.wav", song(1.0, 16000, 2, seed=i), 16000) for i in range(2)]
+    bad = tmp_path / "bad.wav"
+    bad.write_text("nope")
+    code, _, err = separate(checkpoint, tmp_path / "out", good[0], bad, good[1])
+    assert code == 1
+    assert err.count("\n") == 1 and "bad.wav" in err
+    assert all((tmp_path / "out" / g.stem / "vocals.wav").exists() for g in good)
+
+
+def test_failed_run_leaves_an_existing_output_intact(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "song.wav", song(1.0, 16000, 2), 16000)
+    assert separate(checkpoint, tmp_path / "out", path)[0] == 0
+    before = (tmp_path / "out" / "song" / "vocals.wav").read_bytes()
+    broken = song(1.0, 16000, 2)
+    broken[:, 8000:] = np.nan
+    write_wav(path, broken, 16000)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 1 and "NaN" in err
+    assert (tmp_path / "out" / "song" / "vocals.wav").read_bytes() == before
+    assert_no_partial_files(tmp_path / "out")
+
+
+def test_unwritable_output_folder_and_bad_checkpoints(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "song.wav", song(1.0, 16000, 2), 16000)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, _, err = separate(checkpoint, blocker / "out", path)
+    assert code == 1 and err.count("\n") == 1 and "cannot create output folder" in err
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    other = tmp_path / "other.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["config"]["model"]["kernel_size"] = 3
+    torch.save(payload, other)
+    for bad, words in ((truncated, "not a valid checkpoint"), (other, "do not match"), (path, "not a valid")):
+        code, _, err = separate(bad, tmp_path / "out2", path)
+        assert code == 1 and err.count("\n") == 1 and words in err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_command_line_end_to_end(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "song.wav", song(1.0, 22050, 2), 22050)
+    result = subprocess.run([sys.executable, "inference.py", str(path), "--checkpoint", str(checkpoint),
+                             "--out-dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "song" / "accompaniment.wav").exists()
+    result = subprocess.run([sys.executable, "inference.py", str(tmp_path / "nope.wav"), "--checkpoint",
+                             str(checkpoint)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_formats_only_ffmpeg_reads(checkpoint, tmp_path):
+    wav = write_wav(tmp_path / "src.wav", song(1.0, 44100, 2), 44100, "PCM_16")
+    m4a = tmp_path / "song.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    code, _, err = separate(checkpoint, tmp_path / "out", m4a)
+    assert code == 0, err
+    vocals, _, rate = outputs(tmp_path / "out", "song")
+    assert rate == 44100 and vocals.shape[0] == 2
+

@@ -1,0 +1,79 @@
+"""The U-Net and its checkpoints."""
+
+import pytest
+import torch
+
+from config import Config, InputError, apply_overrides
+from unet_model import UNet, count_parameters, fuse_batchnorm, load_model, read_checkpoint, save_checkpoint
+
+
+def test_unet_maps_513_by_128_patches_to_a_mask_in_0_1():
+    net = UNet(Config().model).eval()
+    x = torch.rand(3, 1, 513, 128) * 10
+    with torch.no_grad():
+        mask = net(x)
+    assert mask.shape == x.shape
+    assert mask.min() >= 0 and mask.max() <= 1
+    assert torch.equal(mask[..., 512, :], mask[..., 511, :])  # Nyquist bin copies bin 511
+
+
+def test_unet_has_the_papers_parameter_count():
+    assert 9.7e6 < count_parameters(UNet(Config().model)) < 9.9e6
+
+
+def test_width_is_a_setting():
+    cfg = apply_overrides(Config(), ["model.channels=8,16,32,64,128,256"])
+    net = UNet(cfg.model)
+    assert count_parameters(net) < 3e6
+    assert net(torch.rand(2, 1, 513, 128)).shape == (2, 1, 513, 128)
+
+
+def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):
+    cfg = apply_overrides(Config(), ["audio.hop_length=512", "train.lr=3e-4"])
+    net = UNet(cfg.model).eval()
+    save_checkpoint(tmp_path / "m.pt", net, cfg, epoch=3)
+    loaded, loaded_cfg = load_model(tmp_path / "m.pt")
+    assert loaded_cfg == cfg
+    assert read_checkpoint(tmp_path / "m.pt")["epoch"] == 3
+    x = torch.rand(1, 1, 513, 128)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-5)  # BatchNorm folded into the convolutions
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
+
+
+def test_bad_checkpoints_raise_one_clear_error(tmp_path):
+    cfg = Config()
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, UNet(cfg.model), cfg)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    other = tmp_path / "other.pt"
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["model"]["channels"] = [8, 16, 32, 64, 128, 256]
+    torch.save(payload, other)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    cases = {tmp_path / "missing.pt": "not found", truncated: "not a valid checkpoint",
+             text: "not a valid checkpoint", other: "do not match", foreign: "not a checkpoint of this project"}
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message):
+            load_model(path)
+
+
+def test_folding_batchnorm_keeps_the_output():
+    torch.manual_seed(0)
+    net = UNet(Config().model)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-0.3, 0.3)
+    net.eval()
+    x = torch.rand(2, 1, 513, 128)
+    with torch.no_grad():
+        before = net(x)
+        after = fuse_batchnorm(net)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert torch.allclose(before, after, atol=1e-5)
