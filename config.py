@@ -73,7 +73,7 @@ class TrainConfig:
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader worker processes; -1: none on CPU, 4 on CUDA
     seed: int = 42
 
 

@@ -367,23 +367,33 @@ class PatchDataset(Dataset):
     def patch(self, track: int, start: int) -> torch.Tensor:
         spec = self.specs[track]
         start = min(start, spec.shape[-1] - self.audio.patch_frames)
-        return spec[..., start:start + self.audio.patch_frames].float()
+        return spec[..., start:start + self.audio.patch_frames]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and 2 gains.
+
+        Magnitudes and normalization are computed per batch, in `collate_patches`.
+        """
         t, start = self.index[i]
         vocals, accompaniment = self.patch(t, start)
+        gains = torch.ones(2)
         if self.remix:
             low, high = self.train.gain_range
-            gains = self.rng.uniform(low, high, size=2).astype(np.float32)
+            gains = torch.from_numpy(self.rng.uniform(low, high, size=2).astype(np.float32))
             if len(self.specs) > 1 and self.rng.random() < self.train.remix_prob:
                 other, other_start = self.index[self.rng.integers(len(self.index))]
                 accompaniment = self.patch(other, other_start)[1]
-            vocals, accompaniment = vocals * gains[0], accompaniment * gains[1]
-        mix = vocals + accompaniment
-        mix_mag = torch.complex(mix[0], mix[1]).abs()
-        vocals_mag = torch.complex(vocals[0], vocals[1]).abs()
+        return vocals, accompaniment, gains
+
+    def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch of (mixture, vocals) magnitudes (batch, 1, bins, frames), normalized by the mixture."""
+        vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))
+        vocals = vocals.float() * gains[:, 0].view(-1, 1, 1, 1)
+        mix = vocals + accompaniment.float() * gains[:, 1].view(-1, 1, 1, 1)
+        mix_mag = torch.hypot(mix[:, 0], mix[:, 1]).unsqueeze(1)
+        vocals_mag = torch.hypot(vocals[:, 0], vocals[:, 1]).unsqueeze(1)
         mix_mag, scale = normalize_patches(mix_mag, self.audio.normalization)
-        return mix_mag.unsqueeze(0), (vocals_mag / scale).unsqueeze(0)
+        return mix_mag, vocals_mag / scale
 
 
 def worker_seed(worker_id: int) -> None:

@@ -191,10 +191,15 @@ def make_loaders(cfg: Config, dataset: str, root: str | None, is_wav: bool, rank
         train_sampler = RandomSampler(train_set, num_samples=cfg.train.samples_per_epoch or None)
     else:
         train_sampler = SequentialSampler(train_set)
-    common = dict(num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
-                  worker_init_fn=worker_seed, persistent_workers=cfg.train.num_workers > 0)
-    train = DataLoader(train_set, per_process, sampler=train_sampler, drop_last=True, **common)
-    valid = DataLoader(valid_set, per_process, sampler=ShardSampler(len(valid_set), rank, world), **common)
+    workers = cfg.train.num_workers
+    if workers < 0:  # on a CPU the model needs every core; a GPU waits for data without workers
+        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+    common = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=worker_seed,
+                  persistent_workers=workers > 0)
+    train = DataLoader(train_set, per_process, sampler=train_sampler, drop_last=True,
+                       collate_fn=train_set.collate, **common)
+    valid = DataLoader(valid_set, per_process, sampler=ShardSampler(len(valid_set), rank, world),
+                       collate_fn=valid_set.collate, **common)
     if len(train) == 0:
         raise InputError(f"only {len(train_set)} training patches: fewer than one batch of {per_process}")
     return train, valid

@@ -109,7 +109,7 @@ def child_train(steps: int, workers: int) -> dict:
     cfg = Config()
     dataset = PatchDataset(load_tracks("demo", make_demo(), "train"), cfg, remix=True)
     loader = DataLoader(dataset, cfg.train.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        worker_init_fn=worker_seed, persistent_workers=workers > 0)
+                        collate_fn=dataset.collate, worker_init_fn=worker_seed, persistent_workers=workers > 0)
     trainer = Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, amp=False)
     waited = done = 0
     started = time.perf_counter()
@@ -177,7 +177,7 @@ def row(name: str, result: dict, seconds: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=3.0)
-    p.add_argument("--long-minutes", type=float, default=30.0, help="0 skips the long song")
+    p.add_argument("--long-minutes", type=float, nargs="*", default=[30.0, 60.0], help="long songs (none: skip)")
     p.add_argument("--checkpoint", help="our model (default: random weights, the same cost)")
     p.add_argument("--only", choices=["ours", "umx", "train", "evaluate"], action="append")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -207,12 +207,13 @@ def main() -> None:
             if ours and "seconds" in ours and "seconds" in umx:
                 line += f" {umx['seconds'] / ours['seconds']:.1f}x slower than ours"
             print(line, flush=True)
-    if "ours" in only and args.long_minutes:
+    if "ours" in only:
         (tmp / "song.wav").unlink()
-        long_song = make_song(tmp / "long.wav", args.long_minutes)
-        print(row(f"this U-Net, {args.long_minutes:g}-minute song", run_child("ours", str(long_song), *ckpt),
-                  args.long_minutes * 60), flush=True)
-        long_song.unlink()
+        for minutes in args.long_minutes:
+            long_song = make_song(tmp / "long.wav", minutes)
+            print(row(f"this U-Net, {minutes:g}-minute song", run_child("ours", str(long_song), *ckpt), minutes * 60),
+                  flush=True)
+            long_song.unlink()
     if "train" in only:
         print("\ntraining throughput (CPU, demo set, batch 16)\n\n| DataLoader workers | patches/s | data wait |")
         print("|---|---|---|")

@@ -79,3 +79,21 @@ def run_main(main: Callable[[], None], argv: list[str]) -> tuple[int, str, str]:
     finally:
         sys.argv = old
     return code, out.getvalue(), err.getvalue()
+
+
+def demo_gain_db(checkpoint: Path, demo_root: Path) -> float:
+    """Mean SDR gain (BSS Eval v3, dB) of the separated vocals over the mixture on the demo test tracks."""
+    from data_generator import load_tracks
+    from evaluate import bss_eval_v3, separate_track
+    from unet_model import load_model
+
+    model, cfg = load_model(checkpoint)
+    gains = []
+    for track in load_tracks("demo", demo_root, "test"):
+        vocals = separate_track(model, cfg, track.mixture, track.rate)["vocals"].mean(0)
+        references = np.stack([track.vocals.mean(0), track.accompaniment.mean(0)])
+        mixture = track.mixture.mean(0)
+        separated = bss_eval_v3(references, np.stack([vocals, mixture - vocals]))["SDR"][0]
+        unprocessed = bss_eval_v3(references, np.stack([mixture, mixture]))["SDR"][0]
+        gains.append(separated - unprocessed)
+    return float(np.mean(gains))

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_main, song, write_wav
+from conftest import REPO, demo_gain_db, run_main, song, write_wav
 
 import inference
 
@@ -26,12 +26,13 @@ def first_epoch(folder):
     return float(row["train_loss"]), float(row["valid_loss"])
 
 
-def test_torchrun_two_processes_writes_one_checkpoint_that_separates(demo_root, tmp_path):
-    result = torchrun(2, ["--dataset", "demo", "--device", "cpu", "--epochs", "1", "--set",
-                          "train.samples_per_epoch=32", "--checkpoint-dir", str(tmp_path / "ck")])
+def test_torchrun_two_processes_trains_a_checkpoint_that_beats_the_mixture(demo_root, tmp_path):
+    result = torchrun(2, ["--dataset", "demo", "--device", "cpu", "--epochs", "12", "--lr", "2e-3",
+                          "--checkpoint-dir", str(tmp_path / "ck")])
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "ck").glob("*.pt")) == ["best.pt", "last.pt"]
     assert result.stdout.count("epoch 1:") == 1  # only rank 0 reports
+    assert demo_gain_db(tmp_path / "ck" / "best.pt", demo_root) > 1.0
     path = write_wav(tmp_path / "song.wav", song(1.0, 16000, 2), 16000)
     code, _, err = run_main(inference.main, [str(path), "--checkpoint", str(tmp_path / "ck" / "best.pt"),
                                              "--out-dir", str(tmp_path / "out"), "--device", "cpu"])
