@@ -19,8 +19,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -216,16 +219,14 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
 
 @dataclass
 class Track:
-    """One song: float32 (channels, samples) arrays at `rate`."""
+    """One song, read on demand: `load()` returns (mixture, vocals, rate), float32 (channels, samples).
+
+    Nothing is held in memory between loads, so a dataset of hours of audio costs nothing
+    until it is used.
+    """
 
     name: str
-    rate: int
-    mixture: np.ndarray
-    vocals: np.ndarray
-
-    @property
-    def accompaniment(self) -> np.ndarray:
-        return self.mixture - self.vocals
+    load: Callable[[], tuple[np.ndarray, np.ndarray, int]]
 
 
 def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
@@ -238,7 +239,7 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
     if dataset == "musdb":
         return load_musdb(Path(root), subset, is_wav, split)
     if dataset == "mir1k":
-        return load_mir1k(Path(root), subset)
+        return [Track(clip.stem, partial(read_mir1k_clip, clip)) for clip in mir1k_clips(Path(root), subset)]
     raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k or demo)")
 
 
@@ -247,14 +248,15 @@ def load_wav_folders(root: Path, subset: str) -> list[Track]:
     folders = sorted(p for p in (root / subset).glob("*") if (p / "vocals.wav").is_file())
     if not folders:
         raise InputError(f"{root}: no tracks in '{subset}' (expected {subset}/<track>/vocals.wav)")
-    tracks = []
-    for folder in folders:
-        mixture, rate = read_audio(folder / "mixture.wav")
-        vocals, vocals_rate = read_audio(folder / "vocals.wav")
-        if vocals_rate != rate or vocals.shape != mixture.shape:
-            raise InputError(f"{folder}: mixture.wav and vocals.wav differ in rate or shape")
-        tracks.append(Track(folder.name, rate, mixture, vocals))
-    return tracks
+    return [Track(folder.name, partial(read_stem_folder, folder)) for folder in folders]
+
+
+def read_stem_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    mixture, rate = read_audio(folder / "mixture.wav")
+    vocals, vocals_rate = read_audio(folder / "vocals.wav")
+    if vocals_rate != rate or vocals.shape != mixture.shape:
+        raise InputError(f"{folder}: mixture.wav and vocals.wav differ in rate or shape")
+    return mixture, vocals, rate
 
 
 def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list[Track]:
@@ -275,32 +277,33 @@ def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list
         kind = "MUSDB18-HQ wav" if is_wav else "MUSDB18 .stem.mp4"
         raise InputError(f"{root}: no {kind} tracks in '{subset}'" + ("" if is_wav else
                          " (use --is-wav for MUSDB18-HQ folders)"))
-    return [Track(t.name, int(t.rate), t.audio.T.astype(np.float32),
-                  t.targets["vocals"].audio.T.astype(np.float32)) for t in db.tracks]
+    return [Track(t.name, partial(read_musdb_track, t)) for t in db.tracks]
+
+
+def read_musdb_track(track: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    mixture = track.audio.T.astype(np.float32)
+    vocals = track.targets["vocals"].audio.T.astype(np.float32)
+    return mixture, vocals, int(track.rate)
 
 
 def mir1k_clips(root: Path, subset: str) -> list[Path]:
     """MIR-1K's standard split: singers abjones and amy train, every other singer tests."""
     folder = root / "Wavfile" if (root / "Wavfile").is_dir() else root
-    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac")) if folder.is_dir() else []
     if not clips:
         raise InputError(f"{root}: not a MIR-1K folder (no Wavfile/*.wav)")
-    is_train = [c.name.split("_")[0] in MIR1K_TRAIN_SINGERS for c in clips]
-    chosen = [c for c, t in zip(clips, is_train) if t == (subset == "train")]
+    chosen = [c for c in clips if (c.name.split("_")[0] in MIR1K_TRAIN_SINGERS) == (subset == "train")]
     if not chosen:
         raise InputError(f"{root}: no MIR-1K clips for subset '{subset}'")
     return chosen
 
 
-def load_mir1k(root: Path, subset: str) -> list[Track]:
-    tracks = []
-    for clip in mir1k_clips(root, subset):
-        audio, rate = read_audio(clip)
-        if audio.shape[0] != 2:
-            raise InputError(f"{clip}: MIR-1K clips are stereo (accompaniment, vocals)")
-        accompaniment, vocals = audio[:1], audio[1:]
-        tracks.append(Track(clip.stem, rate, accompaniment + vocals, vocals))
-    return tracks
+def read_mir1k_clip(clip: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """A MIR-1K clip: left = accompaniment, right = vocals, mixture = their sum."""
+    audio, rate = read_audio(clip)
+    if audio.shape[0] != 2:
+        raise InputError(f"{clip}: MIR-1K clips are stereo (accompaniment, vocals)")
+    return audio[:1] + audio[1:], audio[1:], rate
 
 
 def split_validation(tracks: list[Track], count: int) -> tuple[list[Track], list[Track]]:
@@ -354,8 +357,9 @@ class PatchDataset(Dataset):
         self.rng = np.random.default_rng(cfg.train.seed)
 
     def track_spectrogram(self, track: Track) -> torch.Tensor:
-        sources = np.stack([track.vocals.mean(0), track.accompaniment.mean(0)])
-        sources = resample(sources, track.rate, self.audio.sample_rate)
+        mixture, vocals, rate = track.load()
+        sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])
+        sources = resample(sources, rate, self.audio.sample_rate)
         spec = stft(torch.from_numpy(sources), self.audio)
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))

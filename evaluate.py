@@ -183,10 +183,11 @@ def scored_tracks(model: UNet, cfg: Config, tracks: list[Track], score_dir: Path
     with ProcessPoolExecutor(max(1, workers), mp_context=context, initializer=limit_threads) as pool:
         pending: list[tuple[str, Path, Future]] = []
         for track in tqdm(todo, desc="separating", leave=False, disable=None):
-            estimates = separate_track(model, cfg, track.mixture, track.rate)
-            references = {"vocals": track.vocals, "accompaniment": track.accompaniment}
+            mixture, vocals, rate = track.load()
+            estimates = separate_track(model, cfg, mixture, rate)
+            references = {"vocals": vocals, "accompaniment": mixture - vocals}
             pending.append((track.name, score_dir / f"{track.name}.json",
-                            pool.submit(scorer, track.name, track.rate, references, estimates)))
+                            pool.submit(scorer, track.name, rate, references, estimates)))
         for name, path, future in tqdm(pending, desc="scoring", leave=False, disable=None):
             text = future.result()
             tmp = path.with_name(f".{path.name}.partial")

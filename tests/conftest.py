@@ -90,9 +90,10 @@ def demo_gain_db(checkpoint: Path, demo_root: Path) -> float:
     model, cfg = load_model(checkpoint)
     gains = []
     for track in load_tracks("demo", demo_root, "test"):
-        vocals = separate_track(model, cfg, track.mixture, track.rate)["vocals"].mean(0)
-        references = np.stack([track.vocals.mean(0), track.accompaniment.mean(0)])
-        mixture = track.mixture.mean(0)
+        mixture, vocals, rate = track.load()
+        references = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])
+        vocals = separate_track(model, cfg, mixture, rate)["vocals"].mean(0)
+        mixture = mixture.mean(0)
         separated = bss_eval_v3(references, np.stack([vocals, mixture - vocals]))["SDR"][0]
         unprocessed = bss_eval_v3(references, np.stack([mixture, mixture]))["SDR"][0]
         gains.append(separated - unprocessed)

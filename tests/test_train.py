@@ -103,3 +103,13 @@ def test_default_run_falls_back_to_the_demo_set_when_offline(tmp_path):
         assert "SYNTHETIC demo" in result.stdout
     assert (tmp_path / "ck" / "best.pt").exists()
     assert time.time() - started < 120
+
+
+def test_a_dataset_with_a_file_that_is_not_audio_names_the_file(tmp_path):
+    wavfile = tmp_path / "MIR-1K" / "Wavfile"
+    wavfile.mkdir(parents=True)
+    (wavfile / "abjones_1_01.wav").write_text("not audio")
+    code, _, err = run_main(train.main, ["--dataset", "mir1k", "--root", str(tmp_path / "MIR-1K"),
+                                         "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == 1 and err.count("\n") == 1
+    assert "abjones_1_01.wav" in err and "not a readable audio file" in err
