@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", default="results/separated")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
-    p.add_argument("--bits", default="32f", choices=list(SUBTYPES), help="16, 24 or 32f (float)")
+    p.add_argument("--bits", choices=list(SUBTYPES), help="16, 24 or 32f (float); default 32f for wav, 24 for flac")
     p.add_argument("--plot", action="store_true", help="also write separation.png per song")
     p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
                    help="change how the model is applied, e.g. --set separation.mask_power=2")
@@ -257,7 +257,8 @@ def main() -> None:
         sys.exit(1)
     for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
         try:
-            written = separate_file(model, cfg, path, Path(args.out_dir), args.format, args.bits, args.plot)
+            bits = args.bits or ("24" if args.format == "flac" else "32f")
+            written = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
             print(f"{path} -> {written[0].parent}")
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)

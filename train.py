@@ -42,7 +42,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides
-from data_generator import PatchDataset, oracle_mask, train_valid_tracks, worker_seed
+from data_generator import PatchDataset, make_demo, oracle_mask, train_valid_tracks, worker_seed
 from unet_model import UNet, count_parameters, native_bfloat16, read_checkpoint, save_checkpoint
 
 
@@ -419,6 +419,10 @@ def train(args: argparse.Namespace) -> Path:
     cfg = build_config(args)
     out_dir = Path(args.checkpoint_dir)
     rank, world, device = init_distributed(args.device)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out_dir}: cannot create checkpoint folder ({err.strerror})") from None
     torch.manual_seed(cfg.train.seed + rank)
     if args.dataset is None:
         dataset, root = preview_or_demo() if rank == 0 else (None, None)
@@ -429,9 +433,7 @@ def train(args: argparse.Namespace) -> Path:
     else:
         dataset, root = args.dataset, args.root
     if rank == 0 and dataset == "demo":
-        from data_generator import make_demo  # build once before other ranks read it
-
-        make_demo()
+        make_demo()  # build it once, before the other ranks read it
     if world > 1:
         dist.barrier()
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device)
@@ -442,7 +444,6 @@ def train(args: argparse.Namespace) -> Path:
     if args.resume:
         trainer.resume(out_dir / "last.pt")
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
         print(f"{dataset}: {len(train_loader.dataset)} training / {len(valid_loader.dataset)} validation "
               f"patches; {count_parameters(model):,} parameters; {world} x {device}"
               f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}")

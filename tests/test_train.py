@@ -81,12 +81,13 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
     (["--dataset", "demo", "--root", "{tmp}"], "no tracks"),
     (["--dataset", "demo", "--set", "train.nonsense=1"], "bad override"),
     (["--dataset", "demo", "--set", "train.lr=fast"], "bad value"),
+    (["--dataset", "demo", "--checkpoint-dir", "{tmp}/notes.txt/ck"], "cannot create checkpoint folder"),
 ])
 def test_bad_datasets_and_flags_get_one_clear_line(tmp_path, argv, words):
     (tmp_path / "train").mkdir()
     (tmp_path / "notes.txt").write_text("not a dataset")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code, _, err = run_main(train.main, [*argv, "--checkpoint-dir", str(tmp_path / "ck")])
+    code, _, err = run_main(train.main, ["--checkpoint-dir", str(tmp_path / "ck"), *argv])
     assert code == 1
     assert err.count("\n") == 1 and words in err, err
 
