@@ -1,6 +1,6 @@
 """Speed and memory, side by side: our separator against Open-Unmix on the same song.
 
-    python benchmarks/speed.py                       # 3-minute song, Open-Unmix, 30-minute song
+    python benchmarks/speed.py                       # everything: 3-min song vs peers, 30/60-min songs
     python benchmarks/speed.py --checkpoint checkpoints/best.pt --long-minutes 60
     python benchmarks/speed.py --only ours --minutes 3
 
@@ -10,8 +10,11 @@ The song is stereo 44.1 kHz, made by looping ../shared/data/songs/audio_example.
 (or a synthetic demo song where that is absent). Open-Unmix uses the shape of its
 umxhq model with random weights (the same cost as trained ones): vocals plus the
 residual (its two-stem use), with its Wiener filter at niter=1 and without (niter=0),
-and all four umxhq targets at niter=1. Also measured: training throughput (patches/s,
-share of step time spent waiting for data) and evaluate.py --workers 1 against 2.
+and all four umxhq targets at niter=1. Demucs v4 (HTDemucs, random weights) runs when the
+`demucs` package imports (pip install --no-deps demucs==4.0.1 julius einops omegaconf
+antlr4-python3-runtime==4.9.3 dora-search treetable retrying submitit). Also measured:
+training throughput (patches/s, share of step time spent waiting for data) and
+evaluate.py --workers 1 against 2.
 """
 
 from __future__ import annotations
@@ -101,6 +104,24 @@ def child_umx(song: Path, niter: int, targets: int) -> dict:
         return {"seconds": time.perf_counter() - started}
 
 
+def child_demucs(song: Path) -> dict:
+    """Demucs v4 (HTDemucs, default shape, 4 sources, random weights) through its apply_model."""
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # as for Open-Unmix
+    from demucs.apply import apply_model
+    from demucs.htdemucs import HTDemucs
+
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"]).eval()
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        audio, rate = sf.read(str(song), dtype="float32", always_2d=True)
+        with torch.inference_mode():
+            sources = apply_model(model, torch.from_numpy(audio.T.copy())[None], overlap=0.25, progress=False)[0]
+        vocals = sources[3].numpy().T
+        sf.write(os.path.join(out, "vocals.wav"), vocals, rate, subtype="FLOAT")
+        sf.write(os.path.join(out, "accompaniment.wav"), audio - vocals, rate, subtype="FLOAT")
+        return {"seconds": time.perf_counter() - started}
+
+
 def child_train(steps: int, workers: int) -> dict:
     """Patches per second and the share of step time spent waiting for data (demo set)."""
     from torch.utils.data import DataLoader
@@ -163,6 +184,8 @@ def child_main(args: argparse.Namespace) -> None:
         result = child_ours(Path(args.child[1]), float(args.child[2]), args.child[3] if len(args.child) > 3 else None)
     elif kind == "umx":
         result = child_umx(Path(args.child[1]), int(args.child[2]), int(args.child[3]))
+    elif kind == "demucs":
+        result = child_demucs(Path(args.child[1]))
     else:
         result = child_train(int(args.child[1]), int(args.child[2]))
     result["peak_rss_mb"] = peak_rss_mb()
@@ -181,13 +204,13 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--long-minutes", type=float, nargs="*", default=[30.0, 60.0], help="long songs (none: skip)")
     p.add_argument("--checkpoint", help="our model (default: random weights, the same cost)")
-    p.add_argument("--only", choices=["ours", "umx", "train", "evaluate"], action="append")
+    p.add_argument("--only", choices=["ours", "peers", "train", "evaluate"], action="append")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child_main(args)
         return
-    only = set(args.only or ["ours", "umx", "train", "evaluate"])
+    only = set(args.only or ["ours", "peers", "train", "evaluate"])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
@@ -202,7 +225,7 @@ def main() -> None:
         print(row("this U-Net, default (patch overlap 75 %)", ours, seconds), flush=True)
         fast = run_child("ours", str(song), "0", *ckpt)
         print(row("this U-Net, `--set separation.overlap=0`", fast, seconds), flush=True)
-    if "umx" in only:
+    if "peers" in only:
         for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
                                      (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),
                                      (1, 4, "Open-Unmix umxhq 4 targets, niter=1")):
@@ -212,6 +235,12 @@ def main() -> None:
                 line += (f" {umx['seconds'] / ours['seconds']:.1f}x / {umx['seconds'] / fast['seconds']:.1f}x "
                          "the time of ours (default / overlap 0)")
             print(line, flush=True)
+    if "peers" in only:
+        demucs = run_child("demucs", str(song))
+        line = row("Demucs v4 (HTDemucs default shape, 4 sources)", demucs, seconds)
+        if ours and "seconds" in ours and "seconds" in demucs:
+            line += f" {demucs['seconds'] / ours['seconds']:.1f}x the time of ours (default)"
+        print(line, flush=True)
     if "ours" in only:
         (tmp / "song.wav").unlink()
         for minutes in args.long_minutes:
