@@ -220,7 +220,7 @@ def plot_separation(views: dict[str, torch.Tensor], cfg: Config, target: Path, t
     fig.suptitle(title)
     fig.tight_layout()
     tmp = target.with_name(f".{target.name}.partial")
-    fig.savefig(tmp, format="png", dpi=90)
+    fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     os.replace(tmp, target)
     return target
