@@ -109,8 +109,9 @@ def test_default_run_falls_back_to_the_demo_set_when_offline(tmp_path):
 def test_a_dataset_with_a_file_that_is_not_audio_names_the_file(tmp_path):
     wavfile = tmp_path / "MIR-1K" / "Wavfile"
     wavfile.mkdir(parents=True)
-    (wavfile / "abjones_1_01.wav").write_text("not audio")
+    for i in range(3):
+        (wavfile / f"abjones_1_0{i}.wav").write_text("not audio")
     code, _, err = run_main(train.main, ["--dataset", "mir1k", "--root", str(tmp_path / "MIR-1K"),
                                          "--checkpoint-dir", str(tmp_path / "ck")])
     assert code == 1 and err.count("\n") == 1
-    assert "abjones_1_01.wav" in err and "not a readable audio file" in err
+    assert "abjones_1_0" in err and ".wav: not a readable audio file" in err
