@@ -6,6 +6,7 @@ here, so the model always sees features computed by the same code.
 Datasets (all behind `load_tracks`):
     musdb  MUSDB18 (.stem.mp4, needs ffmpeg) or MUSDB18-HQ (--is-wav) through `musdb`
     mir1k  a MIR-1K folder (Wavfile/*.wav: left = accompaniment, right = vocals)
+    stems  your own songs: ROOT/{train,test}/<song>/{mixture,vocals}.wav
     demo   a small synthetic set (NOT real music) that `make_demo` writes in the
            MUSDB18-HQ layout, so that the project runs and tests offline
 
@@ -236,11 +237,13 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
         return load_wav_folders(Path(root) if root else make_demo(), subset)
     if root is None:
         raise InputError(f"--root is required for --dataset {dataset}")
+    if dataset == "stems":
+        return load_wav_folders(Path(root), subset)
     if dataset == "musdb":
         return load_musdb(Path(root), subset, is_wav, split)
     if dataset == "mir1k":
         return [Track(clip.stem, partial(read_mir1k_clip, clip)) for clip in mir1k_clips(Path(root), subset)]
-    raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k or demo)")
+    raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k, stems or demo)")
 
 
 def load_wav_folders(root: Path, subset: str) -> list[Track]:
@@ -504,7 +507,7 @@ def synth_chords(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="demo", choices=["musdb", "mir1k", "demo"])
+    parser.add_argument("--dataset", default="demo", choices=["musdb", "mir1k", "stems", "demo"])
     parser.add_argument("--root", default=None)
     parser.add_argument("--is-wav", action="store_true")
     args = parser.parse_args()

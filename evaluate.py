@@ -240,7 +240,7 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="musdb", choices=["musdb", "mir1k", "demo"])
+    p.add_argument("--dataset", default="musdb", choices=["musdb", "mir1k", "stems", "demo"])
     p.add_argument("--root", help="dataset folder (default for musdb: $MUSDB_PATH)")
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav) instead of .stem.mp4")
     p.add_argument("--subset", default="test", choices=["train", "test"])

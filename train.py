@@ -396,7 +396,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["musdb", "mir1k", "demo"], help="default: see above")
+    p.add_argument("--dataset", choices=["musdb", "mir1k", "stems", "demo"], help="default: see above")
     p.add_argument("--root", help="dataset folder")
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav) instead of .stem.mp4")
     p.add_argument("--epochs", type=int)

@@ -95,3 +95,13 @@ def test_two_workers_give_the_same_scores_as_one(checkpoint, tmp_path):
                                           workers=workers, tracks=3, device="cpu")
         results.append({(r["target"], r["metric"]): r["weighted_mean"] for r in summary})
     assert results[0] == pytest.approx(results[1])
+
+
+def test_own_stems_folder_is_scored_with_museval(checkpoint, demo_root, tmp_path):
+    code, _, err = run_main(evaluate.main, ["--dataset", "stems", "--root", str(demo_root), "--checkpoint",
+                                              str(checkpoint), "--out-dir", str(tmp_path), "--tracks", "1",
+                                              "--device", "cpu"])
+    assert code == 0, err
+    rows = read_csv(tmp_path / "tracks.csv")
+    assert [r["target"] for r in rows] == ["vocals", "accompaniment"]
+    assert all(math.isfinite(float(r["SDR"])) for r in rows)
