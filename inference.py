@@ -255,9 +255,9 @@ def main() -> None:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    bits = args.bits or ("24" if args.format == "flac" else "32f")
     for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
         try:
-            bits = args.bits or ("24" if args.format == "flac" else "32f")
             written = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
             print(f"{path} -> {written[0].parent}")
         except InputError as err:

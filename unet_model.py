@@ -86,6 +86,11 @@ def fuse_batchnorm(model: UNet) -> UNet:
     return model
 
 
+def prepare_for_inference(model: UNet, device: str | torch.device = "cpu") -> UNet:
+    """Eval mode, BatchNorm folded, channels-last on `device`: the form separation runs in."""
+    return fuse_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -129,7 +134,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model.load_state_dict(payload["model"])
     except RuntimeError:
         raise InputError(f"{path}: weights do not match the checkpoint's model config") from None
-    return fuse_batchnorm(model.eval()).to(device, memory_format=torch.channels_last), cfg
+    return prepare_for_inference(model, device), cfg
 
 
 if __name__ == "__main__":
