@@ -13,8 +13,8 @@ training computed them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,28 +22,47 @@ from typing import Any
 class InputError(Exception):
     """A problem with what the user gave us (file, dataset, checkpoint, flag).
 
-    Scripts print it as one line on stderr and exit non-zero, without a traceback.
+    Scripts print it as one line on stderr and exit non-zero, without a traceback (`run_script`).
     """
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a script's main(); an InputError ends it with one line on stderr and exit status 1."""
+    try:
+        main()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 @dataclass
 class AudioConfig:
     """Waveform -> magnitude spectrogram -> patches. Shared by training and inference."""
 
-    sample_rate: int = 16000  # the model's rate; inputs are resampled to it
+    sample_rate: int = 16000  # the model's rate: other rates get an STFT of the same durations
     n_fft: int = 1024  # 513 frequency bins
     hop_length: int = 256
     patch_frames: int = 128  # time frames per network input
-    patch_overlap: float = 0.75  # overlap of training patches
+    model_bins: int = 0  # the lowest STFT bins the network sees (e.g. 1024 of 2049 at 44.1 kHz); 0: all
     normalization: str = "patch"  # "patch": divide each patch by its peak; "none"
 
     @property
     def n_bins(self) -> int:
-        return self.n_fft // 2 + 1
+        """Bins the network sees: `model_bins`, or every bin of the STFT (n_fft // 2 + 1)."""
+        return self.model_bins or self.n_fft // 2 + 1
 
     def patch_hop(self, overlap: float) -> int:
         """Frames between the starts of consecutive patches at the given overlap."""
         return max(1, round(self.patch_frames * (1.0 - overlap)))
+
+    def check(self) -> None:
+        positive("audio", sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
+                 patch_frames=self.patch_frames)
+        if self.hop_length > self.n_fft:
+            raise InputError(f"audio.hop_length={self.hop_length} is longer than audio.n_fft={self.n_fft}")
+        if not 0 <= self.model_bins <= self.n_fft // 2 + 1:
+            raise InputError(f"audio.model_bins={self.model_bins}: must be within [0, n_fft / 2 + 1]")
+        one_of("audio.normalization", self.normalization, ("patch", "none"))
 
 
 @dataclass
@@ -56,12 +75,23 @@ class ModelConfig:
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers that use dropout
 
+    def check(self, audio: AudioConfig) -> None:
+        positive("model", kernel_size=self.kernel_size, **{f"channels[{i}]": c for i, c in enumerate(self.channels)})
+        if not self.channels:
+            raise InputError("model.channels is empty")
+        fraction("model.dropout", self.dropout)
+        multiple = 2 ** len(self.channels)  # every encoder layer halves both axes
+        if audio.patch_frames % multiple or audio.n_bins < multiple:
+            raise InputError(f"{len(self.channels)} encoder layers need audio.patch_frames divisible by "
+                             f"{multiple} and at least {multiple} bins (audio.n_fft, audio.model_bins)")
+
 
 @dataclass
 class TrainConfig:
     """Optimisation and augmentation."""
 
-    epochs: int = 40
+    epochs: int = 40  # with --max-minutes and no --epochs, the budget alone decides (0: no epoch limit)
+    patch_overlap: float = 0.75  # overlap of consecutive training patches
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -73,18 +103,42 @@ class TrainConfig:
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
-    num_workers: int = -1  # DataLoader worker processes; -1: none on CPU, 4 on CUDA
+    data_workers: int = -1  # DataLoader worker processes; -1: none on CPU, 4 on CUDA
     seed: int = 42
+
+    def check(self) -> None:
+        if self.epochs < 0:
+            raise InputError(f"train.epochs={self.epochs}: must be >= 0 (0: the --max-minutes budget decides)")
+        positive("train", batch_size=self.batch_size, lr=self.lr)
+        fraction("train.patch_overlap", self.patch_overlap)
+        if self.weight_decay < 0:
+            raise InputError(f"train.weight_decay={self.weight_decay}: must be >= 0")
+        one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        one_of("train.loss", self.loss, ("magnitude", "mask"))
+        if not 0 <= self.remix_prob <= 1:
+            raise InputError(f"train.remix_prob={self.remix_prob}: must be within [0, 1]")
+        if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:
+            raise InputError(f"train.gain_range={self.gain_range}: expected two gains 0 < low <= high")
+        if self.samples_per_epoch < 0 or self.valid_tracks < 0:
+            raise InputError("train.samples_per_epoch and train.valid_tracks must be >= 0")
 
 
 @dataclass
 class SeparationConfig:
     """How a trained model is applied; the only section inference may override (--set)."""
 
-    overlap: float = 0.75  # overlap of inference patches; the masks of overlapping patches are averaged
+    patch_overlap: float = 0.75  # overlap of inference patches; the masks of overlapping patches are blended
+    blend: str = "hann"  # "hann": overlapping masks weighted by a Hann window (edges count least); "mean"
+    stereo: str = "shared"  # "shared": one mask from the channels' mean magnitude; "each": a mask per channel
     mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
     batch_size: int = 16  # patches per forward pass
     bfloat16: bool = True  # bfloat16 autocast where the device computes it natively (AMX/AVX512-BF16, CUDA)
+
+    def check(self) -> None:
+        fraction("separation.patch_overlap", self.patch_overlap)
+        one_of("separation.blend", self.blend, ("hann", "mean"))
+        one_of("separation.stereo", self.stereo, ("shared", "each"))
+        positive("separation", mask_power=self.mask_power, batch_size=self.batch_size)
 
 
 @dataclass
@@ -97,9 +151,17 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check(self) -> None:
+        """InputError (one line) for an unknown choice or an impossible value."""
+        self.audio.check()
+        self.model.check(self.audio)
+        self.train.check()
+        self.separation.check()
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Rebuild a config; unknown sections or fields are an InputError."""
+        """Rebuild and check a config; unknown sections or fields are an InputError."""
+        data = renamed_fields(data)
         sections = {}
         for f in dataclasses.fields(cls):
             section_cls = f.default_factory  # type: ignore[misc]
@@ -112,12 +174,41 @@ class Config:
                 if isinstance(value, list):
                     values[name] = tuple(value)
             sections[f.name] = section_cls(**values)
-        return cls(**sections)
+        cfg = cls(**sections)
+        cfg.check()
+        return cfg
 
-    def audio_key(self) -> str:
-        """A short hash of the feature settings, for naming feature caches."""
-        blob = json.dumps(dataclasses.asdict(self.audio), sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+# Fields that moved or were renamed: (old section, old name) -> (new section, new name).
+# Checkpoints written before the move still load.
+RENAMED = {("audio", "patch_overlap"): ("train", "patch_overlap"),
+           ("separation", "overlap"): ("separation", "patch_overlap"),
+           ("train", "num_workers"): ("train", "data_workers")}
+
+
+def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config dict with fields of older versions under their current names."""
+    data = {section: dict(values) for section, values in data.items()}
+    for (old_section, old), (new_section, new) in RENAMED.items():
+        if old in data.get(old_section, {}):
+            data.setdefault(new_section, {})[new] = data[old_section].pop(old)
+    return data
+
+
+def positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise InputError(f"{section}.{name}={value}: must be > 0")
+
+
+def fraction(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise InputError(f"{name}={value}: must be within [0, 1)")
+
+
+def one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} '{value}' (expected {' or '.join(choices)})")
 
 
 def _parse_value(text: str, current: Any) -> Any:

@@ -1,14 +1,14 @@
 """Audio I/O, features and datasets: the one place where songs become network inputs.
 
-Training and inference both call `stft`, `to_patches` and `normalize_patches` from
+Training and inference both call `STFT`, `to_patches` and `normalize_patches` from
 here, so the model always sees features computed by the same code.
 
 Datasets (all behind `load_tracks`):
     musdb  MUSDB18 (.stem.mp4, needs ffmpeg) or MUSDB18-HQ (--is-wav) through `musdb`
     mir1k  a MIR-1K folder (Wavfile/*.wav: left = accompaniment, right = vocals)
     stems  your own songs: ROOT/{train,test}/<song>/{mixture,vocals}.wav
-    demo   a small synthetic set (NOT real music) that `make_demo` writes in the
-           MUSDB18-HQ layout, so that the project runs and tests offline
+    demo   a small synthetic set (NOT real music, see demo_data.py) in the MUSDB18-HQ
+           layout, so that the project runs and tests offline
 
     python data_generator.py --dataset demo   # builds data/demo and prints patch counts
 """
@@ -32,11 +32,11 @@ import soxr
 import torch
 from torch.utils.data import Dataset
 
-from config import AudioConfig, Config, InputError, TrainConfig
+from config import AudioConfig, Config, InputError, TrainConfig, run_script
+from demo_data import make_demo
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf",
                     ".w64", ".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".mka"}
-DEMO_ROOT = Path(__file__).resolve().parent / "data" / "demo"
 MIR1K_TRAIN_SINGERS = ("abjones", "amy")
 EPS = 1e-8
 
@@ -151,22 +151,47 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 # ---------------------------------------------------------------- features
 
 
-def stft(audio: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
-    """Complex STFT of (..., samples) -> (..., n_bins, frames); Hann window, centred frames."""
-    lead = audio.shape[:-1]
-    window = torch.hann_window(cfg.n_fft, device=audio.device)
-    spec = torch.stft(audio.reshape(-1, audio.shape[-1]), cfg.n_fft, cfg.hop_length, window=window,
-                      center=True, pad_mode="constant", return_complex=True)
-    return spec.reshape(*lead, *spec.shape[-2:])
+class STFT:
+    """The Hann-window STFT of the model, at any sample rate, and its inverse.
 
+    At the model's rate it is the model's STFT (n_fft, hop_length). At another rate the
+    window and hop last as long as the model's (n_fft and hop scaled by rate / model rate),
+    so bin k has the frequency of the model's bin k and frames pass at the model's frame
+    rate: the model's bins are the lowest `n_bins` of this STFT and no resampling is
+    needed. Bins above them (rates above the model's) are the high band that
+    `extend_mask` covers.
+    """
 
-def istft(spec: torch.Tensor, cfg: AudioConfig, length: int) -> torch.Tensor:
-    """Inverse of `stft`: (..., n_bins, frames) -> (..., length)."""
-    lead = spec.shape[:-2]
-    window = torch.hann_window(cfg.n_fft, device=spec.device)
-    audio = torch.istft(spec.reshape(-1, *spec.shape[-2:]), cfg.n_fft, cfg.hop_length,
-                        window=window, center=True, length=length)
-    return audio.reshape(*lead, length)
+    def __init__(self, cfg: AudioConfig, rate: int | None = None) -> None:
+        rate = rate or cfg.sample_rate
+        ratio = rate / cfg.sample_rate
+        self.n_fft = max(2, round(cfg.n_fft * ratio))
+        self.hop = max(1, round(cfg.hop_length * ratio))
+        self.model_bins = cfg.n_bins
+        self.gain = cfg.n_fft / self.n_fft  # magnitudes of tones as the model's STFT measures them
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        """(..., samples) -> complex (..., n_fft // 2 + 1, frames); centred frames."""
+        lead = audio.shape[:-1]
+        window = torch.hann_window(self.n_fft, device=audio.device)
+        spec = torch.stft(audio.reshape(-1, audio.shape[-1]), self.n_fft, self.hop, window=window,
+                          center=True, pad_mode="constant", return_complex=True)  # (lead*, bins, frames)
+        return spec.reshape(*lead, *spec.shape[-2:])
+
+    def inverse(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """(..., bins, frames) complex -> (..., length) real."""
+        lead = spec.shape[:-2]
+        window = torch.hann_window(self.n_fft, device=spec.device)
+        audio = torch.istft(spec.reshape(-1, *spec.shape[-2:]), self.n_fft, self.hop, window=window,
+                            center=True, length=length)  # (lead*, length)
+        return audio.reshape(*lead, length)
+
+    def model_band(self, spec: torch.Tensor) -> torch.Tensor:
+        """The model's bins of a spectrum (..., bins, frames) -> (..., model_bins, frames), scaled
+        to the model's STFT; bins above the input's Nyquist frequency (low rates) are zero."""
+        band = spec[..., : self.model_bins, :] * self.gain
+        missing = self.model_bins - band.shape[-2]
+        return torch.nn.functional.pad(band, (0, 0, 0, missing)) if missing > 0 else band
 
 
 def patch_padding(frames: int, patch: int, hop: int) -> tuple[int, int]:
@@ -180,21 +205,35 @@ def patch_padding(frames: int, patch: int, hop: int) -> tuple[int, int]:
 def to_patches(mag: torch.Tensor, patch: int, hop: int) -> torch.Tensor:
     """(..., bins, frames) -> (..., n, bins, patch), zero-padded as `patch_padding` says."""
     left, right = patch_padding(mag.shape[-1], patch, hop)
-    padded = torch.nn.functional.pad(mag, (left, right))
-    return padded.unfold(-1, patch, hop).movedim(-2, -3)
+    padded = torch.nn.functional.pad(mag, (left, right))  # (..., bins, left + frames + right)
+    return padded.unfold(-1, patch, hop).movedim(-2, -3)  # (..., bins, n, patch) -> (..., n, bins, patch)
 
 
-def from_patches(patches: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
-    """Average overlapping patches (..., n, bins, patch) back into (..., bins, frames)."""
+def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:
+    """Weights (patch,) of each frame of a patch when overlapping patches are blended.
+
+    "hann": a periodic Hann window when patches overlap by half or more (its shifted copies
+    add up to a constant, so frames near a patch's edges, where the network sees the least
+    context, count least); flat for less overlap, where Hann would leave gaps. "mean": flat.
+    """
+    if kind == "mean" or patch < 2 * hop:
+        return torch.ones(patch)
+    return torch.hann_window(patch, periodic=True).clamp_min(1e-3)
+
+
+def from_patches(patches: torch.Tensor, hop: int, frames: int, blend: str = "hann") -> torch.Tensor:
+    """Blend overlapping patches (..., n, bins, patch) back into (..., bins, frames), weighted
+    by `blend_window`."""
     *lead, n, bins, patch = patches.shape
     left, right = patch_padding(frames, patch, hop)
     total = frames + left + right
+    weight = blend_window(patch, hop, blend).to(patches)
     out = patches.new_zeros(*lead, bins, total)
-    count = patches.new_zeros(total)
+    norm = patches.new_zeros(total)
     for i in range(n):
-        out[..., i * hop:i * hop + patch] += patches[..., i, :, :]
-        count[i * hop:i * hop + patch] += 1
-    return (out / count)[..., left:left + frames]
+        out[..., i * hop:i * hop + patch] += patches[..., i, :, :] * weight
+        norm[i * hop:i * hop + patch] += weight
+    return (out / norm)[..., left:left + frames]
 
 
 def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,15 +243,21 @@ def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch
     """
     if mode == "none":
         return mag, torch.ones_like(mag[..., :1, :1])
-    if mode != "patch":
-        raise InputError(f"unknown normalization '{mode}' (expected 'patch' or 'none')")
-    scale = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(EPS)
+    scale = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(EPS)  # (..., 1, 1)
     return mag / scale, scale
 
 
 def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor:
-    """The training target: vocals / mixture in linear magnitude, clipped to [0, 1]."""
+    """Vocals / mixture in linear magnitude, clipped to [0, 1]."""
     return (vocals_mag / mix_mag.clamp_min(EPS)).clamp(0.0, 1.0)
+
+
+def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss, mean L1: masked mixture vs vocals ("magnitude", Jansson et al.) or
+    mask vs oracle mask ("mask")."""
+    if kind == "mask":
+        return (mask - oracle_mask(mix, vocals)).abs().mean()
+    return (mask * mix - vocals).abs().mean()
 
 
 # ---------------------------------------------------------------- datasets
@@ -220,14 +265,24 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
 
 @dataclass
 class Track:
-    """One song, read on demand: `load()` returns (mixture, vocals, rate), float32 (channels, samples).
+    """One song, read on demand: `load()` returns (mixture, vocals, rate), float32 (channels, samples);
+    `seconds()` its length, from the file header.
 
     Nothing is held in memory between loads, so a dataset of hours of audio costs nothing
-    until it is used.
+    until it is used; a Track pickles small (paths only), so worker processes can load it.
     """
 
     name: str
     load: Callable[[], tuple[np.ndarray, np.ndarray, int]]
+    seconds: Callable[[], float]
+
+
+def header_seconds(path: Path) -> float:
+    """Length of an audio file in seconds, from its header (0 when libsndfile cannot read it)."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.SoundFileError, RuntimeError):
+        return 0.0
 
 
 def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
@@ -242,7 +297,8 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
     if dataset == "musdb":
         return load_musdb(Path(root), subset, is_wav, split)
     if dataset == "mir1k":
-        return [Track(clip.stem, partial(read_mir1k_clip, clip)) for clip in mir1k_clips(Path(root), subset)]
+        return [Track(clip.stem, partial(read_mir1k_clip, clip), partial(header_seconds, clip))
+                for clip in mir1k_clips(Path(root), subset)]
     raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k, stems or demo)")
 
 
@@ -251,7 +307,8 @@ def load_wav_folders(root: Path, subset: str) -> list[Track]:
     folders = sorted(p for p in (root / subset).glob("*") if (p / "vocals.wav").is_file())
     if not folders:
         raise InputError(f"{root}: no tracks in '{subset}' (expected {subset}/<track>/vocals.wav)")
-    return [Track(folder.name, partial(read_stem_folder, folder)) for folder in folders]
+    return [Track(folder.name, partial(read_stem_folder, folder), partial(header_seconds, folder / "mixture.wav"))
+            for folder in folders]
 
 
 def read_stem_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -280,7 +337,7 @@ def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list
         kind = "MUSDB18-HQ wav" if is_wav else "MUSDB18 .stem.mp4"
         raise InputError(f"{root}: no {kind} tracks in '{subset}'" + ("" if is_wav else
                          " (use --is-wav for MUSDB18-HQ folders)"))
-    return [Track(t.name, partial(read_musdb_track, t)) for t in db.tracks]
+    return [Track(t.name, partial(read_musdb_track, t), partial(getattr, t, "duration")) for t in db.tracks]
 
 
 def read_musdb_track(track: Any) -> tuple[np.ndarray, np.ndarray, int]:
@@ -340,8 +397,8 @@ class PatchDataset(Dataset):
     magnitudes, each (batch, 1, bins, patch_frames).
 
     Each track's complex STFTs (vocals and accompaniment, mono, at the model's rate) are
-    computed once and kept in memory as float16 (MUSDB18's 86 training tracks: about 5 GB
-    at 16 kHz / hop 256). With `remix`, an item may put the
+    computed once, at the track's own rate by `STFT` (the model's band only), and kept in
+    memory as float16 (MUSDB18's 86 training tracks: about 5 GB at 16 kHz / hop 256). With `remix`, an item may put the
     vocals of its track over the accompaniment of another, each with a random gain;
     mixing is done on complex spectra, so it equals the STFT of the remixed waveform.
     """
@@ -352,7 +409,7 @@ class PatchDataset(Dataset):
         self.remix = remix
         self.specs: list[torch.Tensor] = []  # (2 sources, 2 re/im, bins, frames) float16
         self.index: list[tuple[int, int]] = []  # (track, first frame)
-        hop = cfg.audio.patch_hop(cfg.audio.patch_overlap)
+        hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
         for t, track in enumerate(tracks):
             spec = self.track_spectrogram(track)
             self.specs.append(spec)
@@ -362,10 +419,11 @@ class PatchDataset(Dataset):
         self.rng = np.random.default_rng(cfg.train.seed)
 
     def track_spectrogram(self, track: Track) -> torch.Tensor:
+        """(2 sources, 2 re/im, bins, frames) float16: the model's band of the track's mono STFTs."""
         mixture, vocals, rate = track.load()
-        sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])
-        sources = resample(sources, rate, self.audio.sample_rate)
-        spec = stft(torch.from_numpy(sources), self.audio)
+        sources = torch.from_numpy(np.stack([vocals.mean(0), (mixture - vocals).mean(0)]))  # (2, samples)
+        transform = STFT(self.audio, rate)
+        spec = transform.model_band(transform(sources))  # (2, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
         return torch.stack([spec.real, spec.imag], dim=1).half()
@@ -396,12 +454,12 @@ class PatchDataset(Dataset):
 
     def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of (mixture, vocals) magnitudes (batch, 1, bins, frames), normalized by the mixture."""
-        vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))
+        vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))  # (B, 2, bins, T) x2, (B, 2)
         vocals = vocals.float() * gains[:, 0].view(-1, 1, 1, 1)
-        mix = vocals + accompaniment.float() * gains[:, 1].view(-1, 1, 1, 1)
-        mix_mag = torch.hypot(mix[:, 0], mix[:, 1]).unsqueeze(1)
-        vocals_mag = torch.hypot(vocals[:, 0], vocals[:, 1]).unsqueeze(1)
-        mix_mag, scale = normalize_patches(mix_mag, self.audio.normalization)
+        mix = vocals + accompaniment.float() * gains[:, 1].view(-1, 1, 1, 1)  # complex sum = STFT of the sum
+        mix_mag = torch.hypot(mix[:, 0], mix[:, 1]).unsqueeze(1)  # (B, 1, bins, T)
+        vocals_mag = torch.hypot(vocals[:, 0], vocals[:, 1]).unsqueeze(1)  # (B, 1, bins, T)
+        mix_mag, scale = normalize_patches(mix_mag, self.audio.normalization)  # scale: (B, 1, 1, 1)
         return mix_mag, vocals_mag / scale
 
 
@@ -409,100 +467,6 @@ def worker_seed(worker_id: int) -> None:
     """Give each DataLoader worker its own augmentation stream."""
     info = torch.utils.data.get_worker_info()
     info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**32)
-
-
-# ---------------------------------------------------------------- synthetic demo set
-
-
-def make_demo(root: Path = DEMO_ROOT, n_train: int = 12, n_test: int = 3, seconds: float = 8.0,
-              rate: int = 16000) -> Path:
-    """Write the synthetic demo set (MUSDB18-HQ layout) once; returns its root.
-
-    Synthetic, not music: a voice-like harmonic tone with vibrato, formants and syllable
-    gaps over drums (kick, snare, hats), a bass line and sustained chords.
-    """
-    done = root / ".complete"
-    if done.exists():
-        return root
-    for subset, count, offset in (("train", n_train, 0), ("test", n_test, 1000)):
-        for i in range(count):
-            stems = synthesize_song(np.random.default_rng(offset + i), seconds, rate)
-            folder = root / subset / f"demo-{subset}-{i:02d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, audio in stems.items():
-                sf.write(folder / f"{name}.wav", audio.T, rate, subtype="FLOAT")
-    done.touch()
-    return root
-
-
-def synthesize_song(rng: np.random.Generator, seconds: float, rate: int) -> dict[str, np.ndarray]:
-    """Stereo stems {mixture, drums, bass, other, vocals} of one synthetic song."""
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    beat = 60.0 / rng.uniform(90, 130)
-    root_hz = 110.0 * 2 ** (rng.integers(0, 12) / 12)
-    stems = {"vocals": synth_voice(rng, t, rate, root_hz), "drums": synth_drums(rng, t, rate, beat),
-             "bass": synth_bass(rng, t, rate, root_hz, beat),
-             "other": synth_chords(rng, t, rate, root_hz, beat)}
-    pans = {"vocals": 0.0, "drums": 0.1, "bass": 0.0, "other": rng.uniform(-0.4, 0.4)}
-    out = {name: np.stack([x * (1 - pans[name]), x * (1 + pans[name])]).astype(np.float32) * 0.25
-           for name, x in stems.items()}
-    out["mixture"] = sum(out.values())
-    return out
-
-
-def synth_voice(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float) -> np.ndarray:
-    scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
-    note_len = rng.uniform(0.25, 0.5)
-    notes = scale[rng.integers(0, len(scale), size=int(t[-1] / note_len) + 2)]
-    f0 = 2 * root_hz * 2 ** (notes[(t / note_len).astype(int)] / 12)
-    f0 = np.convolve(f0, np.ones(400) / 400, mode="same")  # glide between notes
-    f0 *= 1 + 0.012 * np.sin(2 * np.pi * rng.uniform(4.5, 6.5) * t)  # vibrato
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    formants = rng.uniform([500, 1200, 2500], [900, 1800, 3200])
-    voice = sum(np.sin(k * phase) / k * formant_gain(k * f0, formants) for k in range(1, 16))
-    syllables = (np.sin(2 * np.pi * t / (2 * note_len) + rng.uniform(0, 6)) > -0.6).astype(float)
-    envelope = np.convolve(syllables, np.ones(320) / 320, mode="same")
-    breath = 0.02 * rng.standard_normal(len(t)) * envelope
-    return (voice * envelope + breath) / 2
-
-
-def formant_gain(freq: np.ndarray, formants: np.ndarray) -> np.ndarray:
-    return 0.2 + sum(np.exp(-((freq - f) / 200.0) ** 2) for f in formants)
-
-
-def synth_drums(rng: np.random.Generator, t: np.ndarray, rate: int, beat: float) -> np.ndarray:
-    out = np.zeros_like(t)
-    hit = np.arange(int(0.3 * rate)) / rate
-    kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-hit * 30)) * hit) * np.exp(-hit * 12)
-    snare = rng.standard_normal(len(hit)) * np.exp(-hit * 25) * 0.5
-    hat = np.diff(rng.standard_normal(len(hit) + 1)) * np.exp(-hit * 80) * 0.2
-    for k, start in enumerate(np.arange(0, t[-1], beat / 2)):
-        i = int(start * rate)
-        sound = hat + (kick if k % 4 == 0 else snare if k % 4 == 2 else 0)
-        out[i:i + len(hit)] += sound[: len(out) - i]
-    return out
-
-
-def synth_bass(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float, beat: float) -> np.ndarray:
-    notes = rng.choice([0, 5, 7, 3], size=int(t[-1] / (2 * beat)) + 2)
-    f = root_hz / 2 * 2 ** (notes[(t / (2 * beat)).astype(int)] / 12)
-    phase = 2 * np.pi * np.cumsum(f) / rate
-    return 0.8 * (np.sin(phase) + 0.3 * np.sin(2 * phase))
-
-
-def synth_chords(rng: np.random.Generator, t: np.ndarray, rate: int, root_hz: float,
-                 beat: float) -> np.ndarray:
-    chords = [(0, 4, 7), (5, 9, 12), (7, 11, 14), (-3, 0, 4)]
-    order = rng.integers(0, len(chords), size=int(t[-1] / (4 * beat)) + 2)
-    which = order[(t / (4 * beat)).astype(int)]
-    out = np.zeros_like(t)
-    for voice in range(3):
-        semis = np.array([c[voice] for c in chords])[which]
-        f = 2 * root_hz * 2 ** (semis / 12)
-        phase = 2 * np.pi * np.cumsum(f) / rate
-        out += sum(np.sin(k * phase) * 0.5 ** k for k in range(1, 5))
-    return 0.4 * out
 
 
 def main() -> None:
@@ -519,7 +483,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+    run_script(main)

@@ -1,30 +1,41 @@
 """Separate a test set with a checkpoint and score it.
 
-    python evaluate.py --dataset musdb --root ~/musdb18 --checkpoint checkpoints/best.pt
-    python evaluate.py --dataset musdb --root ../shared/data/musdb18-sample --workers 2
-    python evaluate.py --dataset mir1k --root ../shared/data/MIR-1K
+    python evaluate.py --dataset musdb --root ~/musdb18                 # the shipped model, or checkpoints/best.pt
+    python evaluate.py --dataset musdb --root ~/musdb18hq --is-wav --workers 0 --save-estimates
+    python evaluate.py --dataset mir1k --root ../shared/data/MIR-1K --checkpoint checkpoints/best.pt
 
-musdb: museval (BSS Eval v4, 1 s frames) on vocals and accompaniment; keeps museval's
-JSON per track, writes tracks.csv (per track and target: median over frames of SDR,
-SIR, SAR, ISR), summary.csv (mean, std and median over tracks) and sdr.png.
+musdb / stems / demo: museval (BSS Eval v4, 1 s frames) on vocals and accompaniment; keeps
+museval's JSON per track (OUT/museval/<subset>/<track>.json), writes tracks.csv (per track
+and target: median over frames) and summary.csv (median, mean and std over tracks), both
+aggregated by museval's own EvalStore, and sdr.png.
 mir1k: BSS Eval v3 on whole clips (the MIR-1K papers' protocol), tracks.csv per clip
 and summary.csv with GNSDR, GSIR, GSAR (length-weighted means; NSDR = SDR(estimate) -
-SDR(mixture)). Scores go to OUT (default results/eval/<dataset>-<subset>); a run that
-is interrupted resumes without re-scoring finished tracks. --workers scores tracks in
-parallel processes while the main process separates the next ones.
+SDR(mixture)).
+
+How the work flows: the main process separates one track at a time (all cores, the
+network) and writes its estimates to OUT/estimates/<track>/; --workers processes score
+them (museval is single-threaded), each writing the track's JSON as soon as it is done.
+At most workers + 1 tracks are in flight, so memory does not grow with the number of
+tracks; an interrupted run resumes without re-separating (estimates on disk) or
+re-scoring (JSON on disk) what is done. Each scoring process needs about
+MUSEVAL_BYTES_PER_SAMPLE bytes per sample and channel of the longest track (about 3.3 GB
+for 4 minutes of 44.1 kHz stereo); --workers 0 takes one per core, as many as fit in
+the available memory. --save-estimates keeps the separated audio.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import json
-import math
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +43,36 @@ import numpy as np
 from tqdm import tqdm
 
 from config import Config, InputError
-from data_generator import Track, load_tracks
-from inference import load_separator, separate_array
+from data_generator import Track, load_tracks, read_audio
+from inference import OutputFiles, default_checkpoint, load_separator, separate_array
+from outputs import atomic_path, pyplot, save_figure, write_text
 from unet_model import UNet
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
-
-
-def separate_track(model: UNet, cfg: Config, mixture: np.ndarray, rate: int) -> dict[str, np.ndarray]:
-    """{'vocals', 'accompaniment'} estimates (channels, samples) of one mixture."""
-    vocals = separate_array(model, cfg, mixture, rate)
-    return {"vocals": vocals, "accompaniment": mixture - vocals}
+TARGETS = ("vocals", "accompaniment")
+# Peak memory of museval's BSS Eval v4 per sample and channel of a track, two sources
+# (measured: 3.3 GB for a 4-minute 44.1 kHz stereo track, benchmarks/evaluation.py).
+MUSEVAL_BYTES_PER_SAMPLE = 160
 
 
 # ---------------------------------------------------------------- scoring (runs in workers)
 
 
 def limit_threads() -> None:
-    """One BLAS thread per scoring worker, so N workers use N cores."""
+    """One BLAS thread per scoring process, so N processes use N cores."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
 
 
-def score_musdb(name: str, rate: int, references: dict[str, np.ndarray],
-                estimates: dict[str, np.ndarray]) -> str:
+def score_musdb(name: str, rate: int, references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> str:
     """museval's JSON (BSS Eval v4, 1 s windows and hops) for vocals and accompaniment."""
     import museval
 
-    targets = ("vocals", "accompaniment")
-    sdr, isr, sir, sar = museval.evaluate([references[t].T for t in targets],
-                                          [estimates[t].T for t in targets], win=rate, hop=rate, mode="v4")
+    sdr, isr, sir, sar = museval.evaluate([references[t].T for t in TARGETS], [estimates[t].T for t in TARGETS],
+                                          win=rate, hop=rate, mode="v4")
     store = museval.TrackStore(win=1.0, hop=1.0, track_name=name)
-    for i, target in enumerate(targets):
+    for i, target in enumerate(TARGETS):
         store.add_target(target, {"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(),
                                   "ISR": isr[i].tolist(), "SAR": sar[i].tolist()})
     return store.json
@@ -79,160 +87,239 @@ def bss_eval_v3(references: np.ndarray, estimates: np.ndarray) -> dict[str, np.n
     return {"SDR": sdr.ravel(), "SIR": sir.ravel(), "SAR": sar.ravel()}
 
 
-def score_mir1k(name: str, rate: int, references: dict[str, np.ndarray],
-                estimates: dict[str, np.ndarray]) -> str:
+def score_mir1k(name: str, rate: int, references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> str:
     """Per-clip SDR/SIR/SAR and NSDR for vocals and accompaniment, as JSON."""
-    targets = ("vocals", "accompaniment")
-    ref = np.concatenate([references[t] for t in targets])
+    ref = np.concatenate([references[t] for t in TARGETS])  # (2 sources, samples): clips are mono
     mixture = ref.sum(0)
-    est = bss_eval_v3(ref, np.concatenate([estimates[t] for t in targets]))
+    est = bss_eval_v3(ref, np.concatenate([estimates[t] for t in TARGETS]))
     mix = bss_eval_v3(ref, np.stack([mixture, mixture]))
     result: dict[str, Any] = {"name": name, "seconds": ref.shape[1] / rate}
-    for i, target in enumerate(targets):
+    for i, target in enumerate(TARGETS):
         result[target] = {m: float(est[m][i]) for m in ("SDR", "SIR", "SAR")}
         result[target]["NSDR"] = float(est["SDR"][i] - mix["SDR"][i])
     return json.dumps(result)
 
 
-# ---------------------------------------------------------------- reading scores back
+SCORERS = {"museval": score_musdb, "mir1k": score_mir1k}
 
 
-def musdb_track_rows(name: str, text: str) -> list[dict[str, Any]]:
-    """Per target: the median over frames of each metric (NaN frames ignored, as museval does)."""
-    rows = []
-    for target in json.loads(text)["targets"]:
-        values = {m: [f["metrics"][m] for f in target["frames"]] for m in METRICS}
-        row = {"track": name, "target": target["name"]}
-        for m in METRICS:
-            finite = [v for v in values[m] if v is not None and math.isfinite(v)]
-            row[m] = float(np.median(finite)) if finite else float("nan")
-        rows.append(row)
-    return rows
+@dataclass
+class Job:
+    """One track to score: its reference loader and where its estimates and scores live."""
+
+    track: Track
+    estimates: Path  # folder holding vocals.wav and accompaniment.wav
+    scores: Path  # the track's JSON
 
 
-def mir1k_track_rows(name: str, text: str) -> list[dict[str, Any]]:
-    data = json.loads(text)
-    return [{"track": name, "target": t, "seconds": data["seconds"], **data[t]}
-            for t in ("vocals", "accompaniment")]
-
-
-def summarize(rows: list[dict[str, Any]], metrics: tuple[str, ...], weighted: bool) -> list[dict[str, Any]]:
-    """Mean, std and median over tracks per target and metric (+ length-weighted mean)."""
-    summary = []
-    for target in sorted({r["target"] for r in rows}, key=["vocals", "accompaniment"].index):
-        chosen = [r for r in rows if r["target"] == target]
-        for m in metrics:
-            values = np.array([r[m] for r in chosen], dtype=float)
-            ok = np.isfinite(values)
-            row = {"target": target, "metric": m, "tracks": int(ok.sum()),
-                   "mean": float(np.mean(values[ok])) if ok.any() else float("nan"),
-                   "std": float(np.std(values[ok])) if ok.any() else float("nan"),
-                   "median": float(np.median(values[ok])) if ok.any() else float("nan")}
-            if weighted:
-                seconds = np.array([r["seconds"] for r in chosen])[ok]
-                row["weighted_mean"] = float(np.sum(values[ok] * seconds) / np.sum(seconds))
-            summary.append(row)
-    return summary
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    os.replace(tmp, path)
-
-
-def plot_sdr(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Box plot of SDR per target across tracks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = [t for t in ("vocals", "accompaniment") if any(r["target"] == t for r in rows)]
-    data = [[r["SDR"] for r in rows if r["target"] == t and math.isfinite(r["SDR"])] for t in targets]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(targets) + 1), targets)
-    ax.set_ylabel("SDR (dB)")
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+def score_job(job: Job, scorer: str, keep_estimates: bool) -> str:
+    """Score one track's estimates against its references and write its JSON (atomically);
+    the estimates are removed afterwards unless they are to be kept."""
+    mixture, vocals, rate = job.track.load()
+    references = {"vocals": vocals, "accompaniment": mixture - vocals}
+    estimates = {t: read_audio(job.estimates / f"{t}.wav")[0] for t in TARGETS}
+    text = SCORERS[scorer](job.track.name, rate, references, estimates)
+    write_text(job.scores, text)
+    if not keep_estimates:
+        shutil.rmtree(job.estimates, ignore_errors=True)
+    return text
 
 
 # ---------------------------------------------------------------- the run
 
 
-def scored_tracks(model: UNet, cfg: Config, tracks: list[Track], score_dir: Path, scorer: Any,
-                  workers: int) -> Iterator[tuple[str, str]]:
-    """(name, JSON scores) of every track: read back when on disk, else separated and scored."""
-    todo = []
-    for track in tracks:
-        path = score_dir / f"{track.name}.json"
-        if path.exists():
-            yield track.name, path.read_text()
-        else:
-            todo.append(track)
+def separate_to_disk(model: UNet, cfg: Config, job: Job) -> None:
+    """Separate a track and write its vocals and accompaniment (float wav, renamed when complete)."""
+    mixture, _, rate = job.track.load()
+    vocals = separate_array(model, cfg, mixture, rate)
+    out = OutputFiles(job.estimates, rate, mixture.shape[0], "wav", "32f")
+    out.write(mixture, vocals)
+    out.commit()
+
+
+def run_jobs(model: UNet, cfg: Config, jobs: list[Job], scorer: str, workers: int,
+             keep_estimates: bool) -> Iterator[str]:
+    """Separate (here) and score (in `workers` processes) every job; yields each JSON when done.
+
+    At most workers + 1 jobs are submitted and not finished: while every scorer is busy the
+    next track is separated, so it is ready when a scorer frees up, and no more wait.
+    """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max(1, workers), mp_context=context, initializer=limit_threads) as pool:
-        pending: list[tuple[str, Path, Future]] = []
-        for track in tqdm(todo, desc="separating", leave=False, disable=None):
-            mixture, vocals, rate = track.load()
-            estimates = separate_track(model, cfg, mixture, rate)
-            references = {"vocals": vocals, "accompaniment": mixture - vocals}
-            pending.append((track.name, score_dir / f"{track.name}.json",
-                            pool.submit(scorer, track.name, rate, references, estimates)))
-        for name, path, future in tqdm(pending, desc="scoring", leave=False, disable=None):
-            text = future.result()
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-            yield name, text
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=limit_threads) as pool:
+        pending: set[Future] = set()
+        for job in jobs:
+            if not (job.estimates / "vocals.wav").exists():
+                separate_to_disk(model, cfg, job)
+            pending.add(pool.submit(score_job, job, scorer, keep_estimates))
+            while len(pending) > workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
 
 
-def evaluate_model(checkpoint: str | Path, dataset: str, root: str | None, subset: str = "test",
-                   is_wav: bool = False, out_dir: str | Path | None = None, workers: int = 1,
-                   tracks: int | None = None, device: str = "auto",
-                   overrides: list[str] = ()) -> list[dict[str, Any]]:
-    """Separate and score a test set; writes the CSVs (and plot) and returns the summary rows."""
-    model, cfg = load_separator(str(checkpoint), device, list(overrides))
-    out = Path(out_dir or f"results/eval/{dataset}-{subset}")
-    selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
-    if dataset == "mir1k":
-        score_dir, scorer, to_rows = out / "clips", score_mir1k, mir1k_track_rows
-        metrics: tuple[str, ...] = ("NSDR", "SDR", "SIR", "SAR")
-    else:
-        score_dir, scorer, to_rows = out / "museval" / subset, score_musdb, musdb_track_rows
-        metrics = METRICS
+def available_memory() -> int:
+    """Bytes of memory available to new processes (MemAvailable), or 0 when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def scoring_workers(asked: int, tracks: list[Track], channels: int = 2, rate: int = 44100) -> int:
+    """How many scoring processes to run: `asked` (0: one per core), at most as many as there are
+    tracks, and no more than fit in the available memory (a one-line warning says so)."""
+    workers = asked or os.cpu_count() or 1
+    workers = max(1, min(workers, len(tracks)))
+    longest = max((t.seconds() for t in tracks), default=0.0)
+    need = MUSEVAL_BYTES_PER_SAMPLE * channels * longest * rate
+    free = available_memory()
+    if need and free and workers * need > free:
+        fit = max(1, int(free // need))
+        print(f"warning: {workers} scoring processes need ~{workers * need / 2**30:.1f} GB for the longest track "
+              f"({longest / 60:.1f} min) but {free / 2**30:.1f} GB is available: using {fit}", file=sys.stderr)
+        workers = min(workers, fit)
+    return workers
+
+
+def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_dir: Path, scorer: str,
+              workers: int, keep_estimates: bool) -> dict[str, str]:
+    """JSON scores of every track by name: read back when on disk, else separated and scored."""
+    jobs = [Job(t, out / "estimates" / t.name, score_dir / f"{t.name}.json") for t in tracks]
     try:
         score_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
-    rows = [row for name, text in scored_tracks(model, cfg, selected, score_dir, scorer, workers)
-            for row in to_rows(name, text)]
-    summary = summarize(rows, metrics, weighted=dataset == "mir1k")
+    todo = [job for job in jobs if not job.scores.exists()]
+    if todo:
+        workers = scoring_workers(workers, [job.track for job in todo])
+        with tqdm(total=len(todo), desc="tracks", unit="track", disable=None) as bar:
+            for _ in run_jobs(model, cfg, todo, scorer, workers, keep_estimates):
+                bar.update()
+        with contextlib.suppress(OSError):
+            (out / "estimates").rmdir()  # only when empty: nothing was kept
+    return {job.track.name: job.scores.read_text() for job in jobs}
+
+
+# ---------------------------------------------------------------- reading scores back
+
+
+def museval_tables(scores: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per track and target, the median over frames; per target and metric, the median, mean and
+    std over tracks. Medians and means are museval's own (EvalStore on the same JSONs)."""
+    import museval
+    from museval.aggregate import json2df
+
+    stores = {agg: museval.EvalStore(frames_agg="median", tracks_agg=agg) for agg in ("median", "mean")}
+    for name, text in scores.items():
+        frame_scores = json2df(json.loads(text), name)
+        for store in stores.values():
+            store.add_track(frame_scores)
+    per_track = stores["median"].agg_frames_scores()  # (track, target, metric) -> score
+    rows = []
+    for name in scores:
+        for target in TARGETS:
+            rows.append({"track": name, "target": target,
+                         **{m: float(per_track.get((name, target, m), np.nan)) for m in METRICS}})
+    medians, means = (store.agg_frames_tracks_scores() for store in (stores["median"], stores["mean"]))
+    summary = []
+    for target in TARGETS:
+        for m in METRICS:
+            values = np.array([r[m] for r in rows if r["target"] == target])
+            summary.append({"target": target, "metric": m, "tracks": int(np.isfinite(values).sum()),
+                            "median": float(medians[target, m]), "mean": float(means[target, m]),
+                            "std": float(np.nanstd(values))})
+    return rows, summary
+
+
+def mir1k_tables(scores: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per clip and target, SDR/SIR/SAR/NSDR; per target and metric, the length-weighted mean
+    (GNSDR, GSIR, GSAR), mean, std and median over clips."""
+    rows = []
+    for name, text in scores.items():
+        data = json.loads(text)
+        rows += [{"track": name, "target": t, "seconds": data["seconds"], **data[t]} for t in TARGETS]
+    summary = []
+    for target in TARGETS:
+        chosen = [r for r in rows if r["target"] == target]
+        seconds = np.array([r["seconds"] for r in chosen])
+        for m in ("NSDR", "SDR", "SIR", "SAR"):
+            values = np.array([r[m] for r in chosen])
+            summary.append({"target": target, "metric": m, "tracks": len(values),
+                            "weighted_mean": float(np.sum(values * seconds) / np.sum(seconds)),
+                            "mean": float(np.mean(values)), "std": float(np.std(values)),
+                            "median": float(np.median(values))})
+    return rows, summary
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+
+
+def plot_sdr(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Box plot of SDR per target across tracks."""
+    plt = pyplot()
+    data = [[r["SDR"] for r in rows if r["target"] == t and np.isfinite(r["SDR"])] for t in TARGETS]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(TARGETS) + 1), TARGETS)
+    ax.set_ylabel("SDR (dB)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def evaluate_model(checkpoint: str | Path | None, dataset: str, root: str | None, subset: str = "test",
+                   is_wav: bool = False, out_dir: str | Path | None = None, workers: int = 1,
+                   tracks: int | None = None, device: str = "auto", overrides: list[str] = (),
+                   keep_estimates: bool = False) -> list[dict[str, Any]]:
+    """Separate and score a test set; writes the CSVs (and plot) and returns the summary rows."""
+    model, cfg = load_separator(checkpoint, device, list(overrides))
+    out = Path(out_dir or f"results/eval/{dataset}-{subset}")
+    selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
+    scorer = "mir1k" if dataset == "mir1k" else "museval"
+    score_dir = out / "clips" if scorer == "mir1k" else out / "museval" / subset  # museval's layout
+    scores = scores_of(model, cfg, selected, out, score_dir, scorer, workers, keep_estimates)
+    rows, summary = (mir1k_tables if scorer == "mir1k" else museval_tables)(scores)
     write_csv(out / "tracks.csv", rows)
     write_csv(out / "summary.csv", summary)
     plot_sdr(out / "sdr.png", rows, f"{dataset} {subset}: {len(selected)} tracks")
     return summary
 
 
+def commit() -> str:
+    """The short commit of the code that scored, with '+' if it has uncommitted changes ('' outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if head and dirty else "")
+
+
 def format_summary(summary: list[dict[str, Any]]) -> str:
     weighted = "weighted_mean" in summary[0]
-    header = f"{'target':<14}{'metric':<7}{'tracks':>7}{'mean':>9}{'std':>8}{'median':>9}"
+    header = f"{'target':<14}{'metric':<7}{'tracks':>7}{'median':>9}{'mean':>9}{'std':>8}"
     lines = [header + (f"{'weighted':>10}" if weighted else "")]
     for r in summary:
-        line = f"{r['target']:<14}{r['metric']:<7}{r['tracks']:>7}{r['mean']:>9.2f}{r['std']:>8.2f}{r['median']:>9.2f}"
+        line = f"{r['target']:<14}{r['metric']:<7}{r['tracks']:>7}{r['median']:>9.2f}{r['mean']:>9.2f}{r['std']:>8.2f}"
         lines.append(line + (f"{r['weighted_mean']:>10.2f}" if weighted else ""))
     if weighted:
         g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
-        for target in ("vocals", "accompaniment"):
+        for target in TARGETS:
             lines.append(f"{target}: GNSDR {g[target, 'NSDR']:.2f} dB  GSIR {g[target, 'SIR']:.2f} dB  "
                          f"GSAR {g[target, 'SAR']:.2f} dB")
     return "\n".join(lines)
@@ -244,26 +331,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", help="dataset folder (default for musdb: $MUSDB_PATH)")
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav) instead of .stem.mp4")
     p.add_argument("--subset", default="test", choices=["train", "test"])
-    p.add_argument("--checkpoint", default="checkpoints/best.pt")
+    p.add_argument("--checkpoint", help="default: checkpoints/best.pt when it exists, else the shipped model")
     p.add_argument("--out-dir", help="default: results/eval/<dataset>-<subset>")
-    p.add_argument("--workers", type=int, default=1, help="parallel scoring processes")
+    p.add_argument("--workers", type=int, default=1,
+                   help="scoring processes (0: one per core, as many as fit in memory)")
+    p.add_argument("--save-estimates", action="store_true", help="keep OUT/estimates/<track>/*.wav")
     p.add_argument("--tracks", type=int, help="only the first N tracks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
-                   help="change how the model is applied, e.g. --set separation.overlap=0.5")
+                   help="change how the model is applied, e.g. --set separation.patch_overlap=0.5")
     return p.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     root = args.root or (os.environ.get("MUSDB_PATH") if args.dataset == "musdb" else None)
+    checkpoint = args.checkpoint or str(default_checkpoint())
     try:
-        summary = evaluate_model(args.checkpoint, args.dataset, root, args.subset, args.is_wav,
-                                 args.out_dir, args.workers, args.tracks, args.device, args.set)
+        if args.workers < 0:
+            raise InputError(f"--workers {args.workers}: expected 0 (auto) or more")
+        summary = evaluate_model(checkpoint, args.dataset, root, args.subset, args.is_wav, args.out_dir,
+                                 args.workers, args.tracks, args.device, args.set, args.save_estimates)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     print(format_summary(summary))
+    print(f"checkpoint: {checkpoint}; code: commit {commit() or 'unknown (not a git checkout)'}")
 
 
 if __name__ == "__main__":

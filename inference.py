@@ -1,14 +1,20 @@
 """Separate songs into vocals and accompaniment with a trained checkpoint.
 
     python inference.py song.mp3
+    python inference.py                     # a synthetic demo song, to try it out
     python inference.py songs/ other.flac --checkpoint checkpoints/best.pt --out-dir results/separated
     python inference.py song.wav --format flac --bits 24 --plot
 
 For each input writes OUT/<file stem>/vocals.wav and accompaniment.wav at the input's
 sample rate and channel count (accompaniment = input - vocals, so the two add up to
-the input). Every channel is masked; the song is processed in overlapping chunks that
-are cross-faded, so memory does not grow with its length. Features come from the
-checkpoint's config, through the same code as training (data_generator.py).
+the input). The STFT runs at the input's own rate with the model's window and hop
+durations, so the full band is kept: the model masks its band, and the mask is
+extended above it from what the model hears near its top. One mask, predicted from
+the channels' mean magnitude, serves every channel. The song is processed in
+overlapping chunks that are cross-faded, so memory does not grow with its length.
+Features come from the checkpoint's config, through the same code as training
+(data_generator.py). Without --checkpoint: checkpoints/best.pt when you have trained
+one, else the shipped model in pretrained/.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -26,43 +33,52 @@ import torch
 from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides
-from data_generator import (
-    AudioFile,
-    find_audio_files,
-    from_patches,
-    istft,
-    normalize_patches,
-    resample,
-    stft,
-    to_patches,
-)
-from train import pick_device
-from unet_model import UNet, load_model, native_bfloat16
+from data_generator import STFT, AudioFile, find_audio_files, from_patches, normalize_patches, to_patches
+from demo_data import make_demo
+from devices import autocast, autocast_dtype, pick_device
+from outputs import partial_path, pyplot, save_figure
+from unet_model import UNet, load_model
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
-CHUNK_SECONDS = 30.0
+CHUNK_SECONDS = 60.0
 FADE_SECONDS = 0.5
+REPO = Path(__file__).resolve().parent
+TRAINED = Path("checkpoints") / "best.pt"
+SHIPPED = REPO / "pretrained" / "unet-mir1k.pt"
+
+
+def demo_song() -> Path:
+    """A synthetic demo song (not music), separated when no input is given."""
+    song = make_demo() / "test" / "demo-test-00" / "mixture.wav"
+    print(f"no input given: separating {song} (a SYNTHETIC demo song; pass your own files)", file=sys.stderr)
+    return song
+
+
+def default_checkpoint() -> Path:
+    """checkpoints/best.pt when a model has been trained here, else the shipped model."""
+    return TRAINED if TRAINED.is_file() else SHIPPED
 
 
 @torch.inference_mode()
 def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Vocal mask (channels, bins, frames) for a magnitude spectrogram of the same shape.
 
-    The spectrogram is cut into patches overlapping by `separation.overlap`; the masks of
-    the patches that cover a frame are averaged.
+    The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
+    of the patches that cover a frame are blended (`from_patches`).
     """
     device = next(model.parameters()).device
-    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.overlap)
-    patches = to_patches(mag, patch, hop)
-    flat, _ = normalize_patches(patches.reshape(-1, 1, *patches.shape[-2:]), cfg.audio.normalization)
+    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
+    patches = to_patches(mag, patch, hop)  # (C, n, bins, patch)
+    flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
+    flat, _ = normalize_patches(flat, cfg.audio.normalization)
     masks = torch.empty_like(flat)
     batch = cfg.separation.batch_size
-    bf16 = cfg.separation.bfloat16 and native_bfloat16(device)
+    dtype = autocast_dtype(device, cfg.separation.bfloat16)
     for i in range(0, len(flat), batch):
         x = flat[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, dtype):
             masks[i:i + batch] = model(x).float().cpu()
-    return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1])
+    return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1], cfg.separation.blend)  # (C, bins, frames)
 
 
 def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
@@ -73,45 +89,77 @@ def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
     return vocal / (vocal + rest).clamp_min(1e-8)
 
 
+def extend_mask(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    """The model's mask (1 or C, model_bins, frames) over every bin of `spec` (C, bins, frames).
+
+    Below the model's band: unchanged. Above it (inputs at rates above the model's), each
+    frame's bins take that frame's vocal share of the energy in the top octave of the
+    model's band, sum(mask * |X|^2) / sum(|X|^2): when the model hears voice near the top
+    of its band, the sibilants and air above it go with the vocals. At or below the
+    model's rate: the mask cut to the input's bins.
+    """
+    bins, model_bins = spec.shape[-2], mask.shape[-2]
+    if bins <= model_bins:
+        return mask[..., :bins, :]
+    power = spec[:, model_bins // 2: model_bins].abs().square()  # (C, model_bins / 2, frames)
+    if mask.shape[0] == 1:
+        power = power.mean(0, keepdim=True)  # one mask for every channel: their mean power
+    share = (mask[:, model_bins // 2:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)  # (1 or C, frames)
+    high = share.unsqueeze(-2).expand(-1, bins - model_bins, -1)  # (1 or C, bins - model_bins, frames)
+    return torch.cat([mask, high], dim=-2)  # (1 or C, bins, frames)
+
+
 def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
-                   views: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+                   views: dict[str, Any] | None = None) -> np.ndarray:
     """Vocals (channels, samples) of one block of audio at its own rate.
 
-    If `views` is given, it receives the block's magnitude, mask and vocal magnitude.
+    One STFT at the input's rate (`STFT`: no resampling); the model sees its band of the
+    channels' mean magnitude ("shared": one mask serves every channel, one network pass) or
+    of each channel ("each"), and its mask, extended to the full band (`extend_mask`), is
+    applied to the channels. If `views` is given, it receives the block's magnitude, mask
+    and vocal magnitude (first channel).
     """
-    x = torch.from_numpy(resample(audio, rate, cfg.audio.sample_rate))
-    spec = stft(x, cfg.audio)
-    mask = soft_mask(predict_mask(model, spec.abs(), cfg), cfg.separation.mask_power)
-    vocals = istft(spec * mask, cfg.audio, x.shape[-1]).numpy()
+    transform = STFT(cfg.audio, rate)
+    x = torch.from_numpy(audio)  # (C, samples)
+    spec = transform(x)  # (C, bins, frames) complex
+    mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
+    if cfg.separation.stereo == "shared":
+        mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
+    mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
+    mask = extend_mask(mask, spec)  # (1 or C, bins, frames)
+    vocals = transform.inverse(spec * mask, x.shape[-1])  # (C, samples)
     if views is not None:
-        views.update(mixture=spec.abs(), mask=mask, vocals=(spec * mask).abs())
-    vocals = resample(vocals, cfg.audio.sample_rate, rate)[:, : audio.shape[1]]
-    return np.pad(vocals, ((0, 0), (0, audio.shape[1] - vocals.shape[1])))
+        views.update(mixture=spec[:1].abs(), mask=mask[:1], vocals=(spec[:1] * mask[:1]).abs(),
+                     seconds=x.shape[-1] / rate, rate=rate)
+    return vocals.numpy()
 
 
-def chunk_bounds(length: int, rate: int, cfg: Config) -> tuple[list[int], int, int]:
-    """Chunk boundaries over [0, length), context and cross-fade lengths (in samples)."""
+def chunk_bounds(length: int, rate: int, cfg: Config) -> tuple[list[int], int, int, int]:
+    """Chunk boundaries over [0, length), and the context, cross-fade and patch grid (in samples)."""
     patch_seconds = cfg.audio.patch_frames * cfg.audio.hop_length / cfg.audio.sample_rate
     context = int((patch_seconds + FADE_SECONDS) * rate)
     fade = int(FADE_SECONDS * rate)
     chunk = int(max(CHUNK_SECONDS, 4 * patch_seconds) * rate)
     n = max(1, round(length / chunk))
-    return np.linspace(0, length, n + 1).round().astype(int).tolist(), context, fade
+    grid = STFT(cfg.audio, rate).hop * cfg.audio.patch_hop(cfg.separation.patch_overlap)
+    return np.linspace(0, length, n + 1).round().astype(int).tolist(), context, fade, grid
 
 
 def separate_stream(model: UNet, cfg: Config, read: Callable[[int, int], np.ndarray], length: int,
-                    rate: int, views: dict[str, torch.Tensor] | None = None,
+                    rate: int, views: dict[str, Any] | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield consecutive (mixture, vocals) pieces that together cover samples [0, length).
 
-    Each chunk is separated with `context` samples of audio on both sides; neighbouring
-    chunks are cross-faded over 2 * `fade` samples around their boundary.
+    Each chunk is separated with at least `context` samples of audio on both sides, read
+    from a multiple of the patch grid, so that its frames and patches are those of the
+    whole song: away from the cross-fades (2 * `fade` samples around each boundary) the
+    result equals separating the song in one piece.
     """
-    bounds, context, fade = chunk_bounds(length, rate, cfg)
+    bounds, context, fade, grid = chunk_bounds(length, rate, cfg)
     ramp = np.linspace(0.0, 1.0, 2 * fade, dtype=np.float32)
     tail = None
     for start, stop in itertools.pairwise(bounds):
-        a, b = max(0, start - context), min(length, stop + context)
+        a, b = max(0, (start - context) // grid * grid), min(length, stop + context)
         mix = read(a, b)
         vocals = separate_block(model, cfg, mix, rate, views if start == 0 else None)
         if tail is not None:
@@ -139,7 +187,7 @@ class OutputFiles:
         except OSError as err:
             raise InputError(f"{folder}: cannot create output folder ({err.strerror})") from None
         self.final = [folder / f"{name}.{fmt}" for name in ("vocals", "accompaniment")]
-        self.tmp = [p.with_name(f".{p.name}.partial") for p in self.final]
+        self.tmp = [partial_path(p) for p in self.final]
         self.pcm = bits != "32f"
         try:
             self.files = [sf.SoundFile(str(p), "w", rate, channels, SUBTYPES[bits], format=fmt.upper())
@@ -169,7 +217,7 @@ class OutputFiles:
 def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
                   bits: str = "32f", plot: bool = False) -> list[Path]:
     """Separate one audio file into OUT/<stem>/{vocals,accompaniment}.<fmt>; returns the paths."""
-    views: dict[str, torch.Tensor] = {}
+    views: dict[str, Any] = {}
     with AudioFile(path) as audio:
         out = OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits)
         peak = 0.0
@@ -187,49 +235,40 @@ def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str 
     if peak == 0.0:
         print(f"warning: {path}: input is silent, so are its outputs", file=sys.stderr)
     if plot:
-        paths.append(plot_separation(views, cfg, out_dir / path.stem / "separation.png", path.name))
+        paths.append(plot_separation(views, out_dir / path.stem / "separation.png", path.name))
     return paths
 
 
-def plot_separation(views: dict[str, torch.Tensor], cfg: Config, target: Path, title: str) -> Path:
-    """Mixture spectrogram, predicted mask and vocal spectrogram (first channel, first chunk)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seconds = views["mixture"].shape[-1] * cfg.audio.hop_length / cfg.audio.sample_rate
-    extent = (0, seconds, 0, cfg.audio.sample_rate / 2000)
+def plot_separation(views: dict[str, Any], target: Path, title: str) -> Path:
+    """Mixture spectrogram, predicted mask and vocal spectrogram over the input's full band
+    (first channel, first chunk)."""
+    plt = pyplot()
+    extent = (0, views["seconds"], 0, views["rate"] / 2000)
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     panels = (("mixture", "mixture magnitude (dB)"), ("mask", "predicted vocal mask"),
               ("vocals", "vocal magnitude (dB)"))
+    top = max(float(20 * np.log10(max(views["mixture"][0].max().item(), 1e-5))), -60.0)
     for ax, (key, label) in zip(axes, panels):
         data = views[key][0].numpy()
-        if key != "mask":
-            data = 20 * np.log10(np.maximum(data, 1e-5))
-            vmax = max(float(20 * np.log10(max(views["mixture"][0].max().item(), 1e-5))), -60.0)
-            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                              vmin=vmax - 80, vmax=vmax)
+        if key == "mask":
+            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="viridis", vmin=0, vmax=1)
         else:
-            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="viridis",
-                              vmin=0, vmax=1)
+            image = ax.imshow(20 * np.log10(np.maximum(data, 1e-5)), origin="lower", aspect="auto", extent=extent,
+                              cmap="magma", vmin=top - 80, vmax=top)
         ax.set_title(label)
         ax.set_ylabel("kHz")
         fig.colorbar(image, ax=ax)
     axes[-1].set_xlabel("seconds")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.partial")
-    fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    os.replace(tmp, target)
-    return target
+    return save_figure(fig, target, dpi=80)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders of them")
-    p.add_argument("--checkpoint", default="checkpoints/best.pt")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="audio files or folders of them (none: a synthetic demo song, to try it out)")
+    p.add_argument("--checkpoint", help=f"default: {TRAINED} when it exists, else the shipped model")
     p.add_argument("--out-dir", default="results/separated")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
@@ -240,9 +279,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_separator(checkpoint: str, device: str, overrides: list[str]) -> tuple[UNet, Config]:
-    """The checkpoint's model and config, with separation overrides applied."""
-    model, cfg = load_model(checkpoint, pick_device(device, 0))
+def load_separator(checkpoint: str | Path | None, device: str, overrides: list[str]) -> tuple[UNet, Config]:
+    """The checkpoint's model (None: `default_checkpoint`, named on stderr) and config, with
+    separation overrides applied."""
+    if checkpoint is None:
+        checkpoint = default_checkpoint()
+        print(f"model: {checkpoint}" + (" (the shipped model)" if checkpoint == SHIPPED else ""), file=sys.stderr)
+    model, cfg = load_model(checkpoint, pick_device(device))
     return model, apply_overrides(cfg, overrides, sections=("separation",))
 
 
@@ -251,7 +294,7 @@ def main() -> None:
     failures = 0
     try:
         model, cfg = load_separator(args.checkpoint, args.device, args.set)
-        files = find_audio_files(args.inputs)
+        files = find_audio_files(args.inputs or [str(demo_song())])
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -4,6 +4,7 @@
     python train.py --dataset mir1k --root ../shared/data/MIR-1K --max-minutes 20
     python train.py --dataset musdb --root ~/musdb18hq --is-wav --epochs 100 --device cuda
     python train.py --resume                          # continue from checkpoints/last.pt
+    python train.py --dataset stems --root my-songs --init pretrained/unet-mir1k.pt --max-minutes 30
     python train.py --set audio.hop_length=768 --set train.loss=magnitude
     torchrun --standalone --nproc_per_node=4 train.py --dataset musdb --root ~/musdb18
 
@@ -14,23 +15,27 @@ the device computes it natively (CUDA, CPUs with AMX or AVX512-BF16), float16 wi
 gradient scaler on older GPUs; --no-amp keeps float32.
 
 Writes DIR/best.pt (best validation loss), DIR/last.pt (for --resume), DIR/history.csv
-and DIR/loss.png. --max-minutes is the wall-clock budget
-of the whole run, resumes included; at the budget, on Ctrl-C or SIGTERM it validates,
-writes its checkpoints and stops. --batch-size is the global batch: under torchrun
-each of N processes takes batch/N.
+and DIR/loss.png. --max-minutes is the wall-clock budget of the whole run, resumes
+included; without --epochs it alone decides how many epochs run. At the budget, on
+Ctrl-C or SIGTERM (to any one process of a torchrun job) every process stops at the same
+step, validates, and rank 0 writes the checkpoints. --batch-size is the global batch:
+under torchrun each of N processes takes batch/N. --init starts from a trained model's
+weights (fine-tuning; new optimizer, the checkpoint's audio and model settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
 import signal
-import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,36 +46,49 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from config import Config, InputError, apply_overrides
-from data_generator import PatchDataset, make_demo, oracle_mask, train_valid_tracks, worker_seed
-from unet_model import UNet, count_parameters, native_bfloat16, read_checkpoint, save_checkpoint
+from config import Config, InputError, apply_overrides, run_script
+from data_generator import PatchDataset, make_demo, mask_loss, train_valid_tracks, worker_seed
+from devices import autocast, autocast_dtype, pick_device
+from outputs import atomic_path, pyplot, save_figure
+from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
+
+# ---------------------------------------------------------------- stopping
 
 
-class Stop:
-    """Set by SIGINT/SIGTERM, so the loop can stop cleanly between steps."""
+class StopRequest:
+    """Set by SIGINT/SIGTERM while `catch_signals` is active, so training stops between steps."""
 
-    requested = False
+    def __init__(self) -> None:
+        self.requested = False
 
-    @classmethod
-    def install(cls) -> None:
+    @contextlib.contextmanager
+    def catch_signals(self) -> Iterator[None]:
+        """Route SIGINT and SIGTERM here; the previous handlers come back on exit."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may install handlers
+            return
+
         def handler(signum: int, frame: Any) -> None:
-            cls.requested = True
+            self.requested = True
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every process when it is True on any (a collective: every rank must call it)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 # ---------------------------------------------------------------- devices and processes
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    if name not in ("auto", "cpu"):
-        raise InputError(f"unknown device '{name}' (expected auto, cpu or cuda)")
-    return torch.device("cpu")
 
 
 def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -91,6 +109,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
     torch's SyncBatchNorm runs on GPUs only. The statistics go through a differentiable
     all_reduce, so DDP training matches single-process training on the same global batch.
+    They are computed in float32 whatever the activations' dtype (bfloat16 under autocast),
+    in two passes (mean, then the mean squared deviation), so the variance keeps its digits
+    and is never negative.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,17 +119,17 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        x32 = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
-        sums = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        sums = all_reduce(sums.float())
+        sums = all_reduce(torch.cat([x32.sum(dim=(0, 2, 3)), count]))  # (C + 1,)
         n = sums[-1]
-        mean = sums[: x.shape[1]] / n
-        var = sums[x.shape[1]: 2 * x.shape[1]] / n - mean * mean
+        mean = sums[:-1] / n  # (C,)
+        shape = (1, -1, 1, 1)
+        var = all_reduce((x32 - mean.view(shape)).square().sum(dim=(0, 2, 3))) / n  # (C,)
         with torch.no_grad():
             self.num_batches_tracked += 1
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-        shape = (1, -1, 1, 1)
         x_hat = (x - mean.view(shape).to(x.dtype)) * torch.rsqrt(var.view(shape) + self.eps).to(x.dtype)
         return x_hat * self.weight.view(shape) + self.bias.view(shape)
 
@@ -149,28 +170,24 @@ class ShardSampler(Sampler):
 # ---------------------------------------------------------------- data
 
 
+# Fetch (once) the MUSDB18 7-second preview and print its folder. It runs in a child process,
+# so that its socket timeout and any hang stay out of this one.
+PREVIEW_PROBE = ("import socket, musdb; socket.setdefaulttimeout(5); "
+                 "print(musdb.DB(download=True, subsets='train').root)")
+
+
 def preview_or_demo() -> tuple[str, str | None]:
     """MUSDB_PATH, else the MUSDB18 7-second preview (downloads once), else the demo set."""
     if os.environ.get("MUSDB_PATH"):
         return "musdb", os.environ["MUSDB_PATH"]
-    result: dict[str, str] = {}
-
-    def fetch() -> None:
-        import musdb
-
-        socket.setdefaulttimeout(5)
-        try:
-            db = musdb.DB(download=True, subsets="train")
-            result["root"] = db.root
-        except Exception:  # any network or archive failure means: no preview here
-            pass
-
-    thread = threading.Thread(target=fetch, daemon=True)
-    thread.start()
-    thread.join(timeout=15)
-    if "root" in result:
-        print(f"dataset: MUSDB18 7-second preview at {result['root']}")
-        return "musdb", result["root"]
+    try:
+        probe = subprocess.run([sys.executable, "-c", PREVIEW_PROBE], capture_output=True, text=True, timeout=60)
+        root = probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 and probe.stdout.strip() else ""
+    except subprocess.TimeoutExpired:
+        root = ""
+    if root and Path(root).is_dir():
+        print(f"dataset: MUSDB18 7-second preview at {root}")
+        return "musdb", root
     print("dataset: MUSDB18 preview not reachable (offline?): training on the SYNTHETIC demo set "
           "in data/demo instead (not real music; pass --dataset/--root for real data)")
     return "demo", None
@@ -191,7 +208,7 @@ def make_loaders(cfg: Config, dataset: str, root: str | None, is_wav: bool, rank
         train_sampler = RandomSampler(train_set, num_samples=cfg.train.samples_per_epoch or None)
     else:
         train_sampler = SequentialSampler(train_set)
-    workers = cfg.train.num_workers
+    workers = cfg.train.data_workers
     if workers < 0:  # on a CPU the model needs every core; a GPU waits for data without workers
         workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=worker_seed,
@@ -208,30 +225,11 @@ def make_loaders(cfg: Config, dataset: str, root: str | None, is_wav: bool, rank
 # ---------------------------------------------------------------- training
 
 
-def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean L1: mask vs oracle mask ("mask") or masked mixture vs vocals ("magnitude")."""
-    if kind == "mask":
-        return (mask - oracle_mask(mix, vocals)).abs().mean()
-    if kind == "magnitude":
-        return (mask * mix - vocals).abs().mean()
-    raise InputError(f"unknown loss '{kind}' (expected 'mask' or 'magnitude')")
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bfloat16 where the device computes it natively, else float16 on CUDA, else none (float32)."""
-    if not enabled:
-        return None
-    if native_bfloat16(device):
-        return torch.bfloat16
-    return torch.float16 if device.type == "cuda" else None
-
-
 def learning_rate(cfg: Config, progress: float) -> float:
+    """lr at `progress` (0 = start, 1 = end of the run): constant, or a cosine from lr down to lr / 20."""
     if cfg.train.lr_schedule == "constant":
         return cfg.train.lr
-    if cfg.train.lr_schedule == "cosine":
-        return cfg.train.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-    raise InputError(f"unknown lr schedule '{cfg.train.lr_schedule}'")
+    return cfg.train.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 class Trainer:
@@ -241,9 +239,10 @@ class Trainer:
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
-        self.dtype = amp_dtype(device, amp)
+        self.dtype = autocast_dtype(device, amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.budget = max_minutes * 60 if max_minutes else None
+        self.stop = StopRequest()
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.elapsed = 0.0  # training seconds in earlier runs (resume)
@@ -255,7 +254,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, self.device)
-        if payload["config"] != self.cfg.to_dict():
+        if Config.from_dict(payload["config"]) != self.cfg:
             raise InputError(f"{path}: trained with another config; resume with the same flags")
         getattr(self.model, "module", self.model).load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -264,18 +263,26 @@ class Trainer:
         self.elapsed, self.best = payload["elapsed"], payload["best"]
 
     def progress(self, started: float, step: int, steps_per_epoch: int) -> float:
-        by_epochs = (self.epoch + step / steps_per_epoch) / self.cfg.train.epochs
+        """Share of the run done: by epochs, by the wall-clock budget, whichever is further."""
+        epochs = self.cfg.train.epochs
+        by_epochs = (self.epoch + step / steps_per_epoch) / epochs if epochs else 0.0
         if self.budget is None:
             return by_epochs
         return max(by_epochs, (self.elapsed + time.time() - started) / self.budget)
 
-    def out_of_time(self, started: float) -> bool:
-        return self.budget is not None and self.elapsed + time.time() - started >= self.budget
+    def epochs_left(self) -> bool:
+        return not self.cfg.train.epochs or self.epoch < self.cfg.train.epochs
+
+    def should_stop(self, started: float) -> bool:
+        """Out of time or asked to stop, on any process: decided together, so every rank stops at
+        the same step (a rank that left alone would leave the others waiting in a collective)."""
+        out_of_time = self.budget is not None and self.elapsed + time.time() - started >= self.budget
+        return any_rank(out_of_time or self.stop.requested, self.device)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
-        mix = mix.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        vocals = vocals.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        mix = mix.to(self.device, non_blocking=True, memory_format=torch.channels_last)  # (B, 1, bins, T)
+        vocals = vocals.to(self.device, non_blocking=True)  # (B, 1, bins, T)
+        with autocast(self.device, self.dtype):
             mask = self.model(mix)
         loss = mask_loss(mask.float(), mix, vocals, self.cfg.train.loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -290,7 +297,7 @@ class Trainer:
         total, count = 0.0, 0
         for mix, vocals in loader:
             mix, vocals = mix.to(self.device), vocals.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            with autocast(self.device, self.dtype):
                 mask = self.model(mix)
             total += mask_loss(mask.float(), mix, vocals, self.cfg.train.loss).item() * len(mix)
             count += len(mix)
@@ -314,7 +321,7 @@ class Trainer:
             loss = self.step(mix, vocals)
             total, count = total + loss, count + 1
             bar.set_postfix(loss=f"{loss:.4f}")
-            stop = self.out_of_time(started) or Stop.requested
+            stop = self.should_stop(started)
             if stop:
                 break
             tick = time.time()
@@ -322,9 +329,19 @@ class Trainer:
         return total / max(count, 1), waited / max(time.time() - epoch_start, 1e-9), stop
 
     def fit(self, train: DataLoader, valid: DataLoader) -> None:
+        """Train until the epochs, the budget or a stop request end it; SIGINT/SIGTERM are caught
+        only while it runs."""
+        with self.stop.catch_signals():
+            self.train_epochs(train, valid)
+        if self.rank == 0 and self.stop.requested:
+            print("stopped on request; resume with --resume")
+        elif self.rank == 0 and self.budget is not None and self.epochs_left():
+            print(f"stopped at the {self.budget / 60:g}-minute budget")
+
+    def train_epochs(self, train: DataLoader, valid: DataLoader) -> None:
         started = time.time()
-        stop = self.out_of_time(started)
-        while self.epoch < self.cfg.train.epochs and not stop:
+        stop = self.should_stop(started)
+        while self.epochs_left() and not stop:
             epoch_start = time.time()
             train_loss, wait_share, stop = self.train_epoch(train, started)
             valid_loss = self.validate(valid)
@@ -341,10 +358,6 @@ class Trainer:
                 self.save(improved)
                 tqdm.write(f"epoch {self.epoch}: train {train_loss:.4f}  valid {valid_loss:.4f}"
                            f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
-        if self.rank == 0 and Stop.requested:
-            print("stopped on request; resume with --resume")
-        elif self.rank == 0 and self.budget is not None and self.epoch < self.cfg.train.epochs:
-            print(f"stopped at the {self.budget / 60:g}-minute budget")
 
     def save(self, improved: bool) -> None:
         save_checkpoint(self.out_dir / "last.pt", self.model, self.cfg, **self.state())
@@ -355,21 +368,15 @@ class Trainer:
 
 def write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
     """history.csv and loss.png (train and validation loss per epoch), both atomically."""
-    tmp = out_dir / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, out_dir / "history.csv")
     plot_history(out_dir, history)
 
 
 def plot_history(out_dir: Path, history: list[dict[str, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -380,18 +387,47 @@ def plot_history(out_dir: Path, history: list[dict[str, float]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / ".loss.png.tmp", format="png", dpi=100)
-    plt.close(fig)
-    os.replace(out_dir / ".loss.png.tmp", out_dir / "loss.png")
+    save_figure(fig, out_dir / "loss.png")
+
+
+# Settings a fine-tuned model may change: the rest of `audio` and `model` define what its weights mean.
+FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers"}
+
+
+def init_config(path: str) -> Config:
+    """The config of the checkpoint that `--init` starts from."""
+    return Config.from_dict(read_checkpoint(path)["config"])
+
+
+def check_fine_tune(start: Config, cfg: Config, path: str) -> None:
+    """InputError when cfg changes a setting the checkpoint's weights depend on."""
+    for section in ("audio", "model"):
+        theirs, ours = getattr(start, section).__dict__, getattr(cfg, section).__dict__
+        for name, value in ours.items():
+            if value != theirs[name] and f"{section}.{name}" not in FINE_TUNE_FREE:
+                raise InputError(f"--init {path}: {section}.{name}={value} differs from the checkpoint's "
+                                 f"{theirs[name]} (its weights were trained with that)")
 
 
 def build_config(args: argparse.Namespace) -> Config:
+    """Defaults (or the --init checkpoint's audio and model settings), then flags and --set."""
+    base = Config()
+    if args.init:
+        start = init_config(args.init)
+        base.audio, base.model = start.audio, start.model
     overrides = list(args.set)
     for flag, field in (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
-                        ("lr", "train.lr"), ("seed", "train.seed"), ("workers", "train.num_workers")):
+                        ("lr", "train.lr"), ("seed", "train.seed"), ("data_workers", "train.data_workers")):
         if getattr(args, flag) is not None:
             overrides.append(f"{field}={getattr(args, flag)}")
-    return apply_overrides(Config(), overrides)
+    if args.max_minutes and args.epochs is None and not any(o.startswith("train.epochs=") for o in args.set):
+        overrides.append("train.epochs=0")  # the wall-clock budget alone decides how many epochs run
+    cfg = apply_overrides(base, overrides)
+    if args.init:
+        check_fine_tune(start, cfg, args.init)
+    if cfg.train.epochs == 0 and not args.max_minutes:
+        raise InputError("train.epochs=0 (no epoch limit) needs a --max-minutes budget")
+    return cfg
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -403,10 +439,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--data-workers", type=int, help="DataLoader worker processes (default: 0 on CPU, 4 on CUDA)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget of the whole run")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from this model's weights (fine-tuning)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-amp", action="store_true", help="float32 only (no bfloat16/float16 autocast)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -417,6 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train(args: argparse.Namespace) -> Path:
     """Run training as the flags say; returns the checkpoint folder."""
     cfg = build_config(args)
+    if args.init and args.resume:
+        raise InputError("--init and --resume exclude each other (--resume continues its own run)")
     out_dir = Path(args.checkpoint_dir)
     rank, world, device = init_distributed(args.device)
     try:
@@ -437,7 +476,10 @@ def train(args: argparse.Namespace) -> Path:
     if world > 1:
         dist.barrier()
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device)
-    model = UNet(cfg.model).to(device, memory_format=torch.channels_last)
+    model = UNet(cfg.model)
+    if args.init:
+        model.load_state_dict(read_checkpoint(args.init)["model"])
+    model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))
     trainer = Trainer(cfg, model, device, rank, out_dir, args.max_minutes, amp=not args.no_amp)
@@ -447,7 +489,6 @@ def train(args: argparse.Namespace) -> Path:
         print(f"{dataset}: {len(train_loader.dataset)} training / {len(valid_loader.dataset)} validation "
               f"patches; {count_parameters(model):,} parameters; {world} x {device}"
               f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}")
-    Stop.install()
     trainer.fit(train_loader, valid_loader)
     if world > 1:
         dist.destroy_process_group()
@@ -455,11 +496,7 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def main() -> None:
-    try:
-        train(parse_args())
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_script(lambda: train(parse_args()))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ The 513th (Nyquist) bin: six stride-2 layers need a height divisible by 64, so t
 network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of bin
 511 (it holds almost no energy at these rates).
 
-    python unet_model.py   # prints the layer shapes and the parameter count
+    python unet_model.py                                   # the parameter count
+    python unet_model.py --export checkpoints/best.pt pretrained/unet-mir1k.pt --note data=MIR-1K
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from config import Config, InputError, ModelConfig
+from config import Config, InputError, ModelConfig, run_script
+from outputs import atomic_path
 
 CHECKPOINT_FORMAT = 1
 
@@ -54,24 +56,16 @@ class UNet(nn.Module):
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """(batch, 1, bins, frames) mixture magnitude -> vocal mask of the same shape."""
         usable = mag.shape[-2] - mag.shape[-2] % self.multiple
-        x = mag[..., :usable, :]
+        x = mag[..., :usable, :]  # (B, 1, 512, T)
         skips = []
         for layer in self.encoder:
-            x = layer(x)
+            x = layer(x)  # (B, C_i, 512 / 2^i, T / 2^i): 16 x 256 x 64 ... 512 x 8 x 2
             skips.append(x)
         for i, layer in enumerate(self.decoder):
-            x = layer(x if i == 0 else torch.cat([x, skips[-1 - i]], dim=1))
-        mask = torch.sigmoid(x)
+            x = layer(x if i == 0 else torch.cat([x, skips[-1 - i]], dim=1))  # skip: channels doubled
+        mask = torch.sigmoid(x)  # (B, 1, 512, T)
         rest = mag.shape[-2] - usable  # the Nyquist bin: copy the top mask row
-        return torch.cat([mask, mask[..., -1:, :].expand(*mask.shape[:-2], rest, -1)], dim=-2)
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether the device computes bfloat16 natively (CUDA, or a CPU with AVX512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        return torch.cat([mask, mask[..., -1:, :].expand(*mask.shape[:-2], rest, -1)], dim=-2)  # (B, 1, 513, T)
 
 
 def fuse_batchnorm(model: UNet) -> UNet:
@@ -101,9 +95,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config, **st
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(), **state}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -137,10 +130,39 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return prepare_for_inference(model, device), cfg
 
 
-if __name__ == "__main__":
+def export_model(source: str | os.PathLike, target: str | os.PathLike, **provenance: Any) -> Path:
+    """The compact form of a trained model, as the project ships it: float16 weights (float32
+    BatchNorm statistics, a few kB), its config and `provenance`; no optimizer state."""
+    payload = read_checkpoint(source)
+    state = {name: value.half() if value.is_floating_point() and "running" not in name else value
+             for name, value in payload["model"].items()}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "config": payload["config"], "model": state,
+                    "provenance": provenance}, tmp)
+    return target
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "TARGET"), help="write the compact (float16) form")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="provenance stored with --export")
+    args = p.parse_args()
+    if args.export:
+        notes = dict(note.partition("=")[::2] for note in args.note)
+        path = export_model(*args.export, **notes)
+        print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
+        return
     cfg = Config()
     net = UNet(cfg.model).eval()
     x = torch.rand(1, 1, cfg.audio.n_bins, cfg.audio.patch_frames)
     with torch.no_grad():
         y = net(x)
     print(f"input {tuple(x.shape)} -> mask {tuple(y.shape)}, {count_parameters(net):,} parameters")
+
+
+if __name__ == "__main__":
+    run_script(main)

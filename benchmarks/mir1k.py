@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import InputError
+from config import run_script
 from evaluate import evaluate_model, format_summary
 from train import parse_args as train_args
 from train import train
@@ -47,7 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="MIR-1K folder (holding Wavfile/)")
     p.add_argument("--minutes", type=float, help="training budget (wall clock)")
-    p.add_argument("--epochs", type=int, default=10_000, help="epoch limit (default: the budget decides)")
+    p.add_argument("--epochs", type=int, help="epoch limit (default: the budget alone decides)")
     p.add_argument("--samples", type=int, help="training patches per epoch (default: all)")
     p.add_argument("--set", action="append", default=[], help="training config override, see train.py")
     p.add_argument("--eval-set", action="append", default=[], help="separation override, see evaluate.py")
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--skip-training", action="store_true", help="only score --checkpoint")
     p.add_argument("--checkpoint", help="with --skip-training (default: checkpoints/<name>/best.pt)")
     args = p.parse_args()
-    if args.minutes is None and args.epochs == 10_000 and not args.skip_training:
+    if args.minutes is None and args.epochs is None and not args.skip_training:
         p.error("give --minutes or --epochs")
 
     ckpt_dir = Path("checkpoints") / args.name
@@ -65,7 +65,8 @@ def main() -> None:
     started = time.time()
     if not args.skip_training:
         argv = ["--dataset", "mir1k", "--root", args.root, "--checkpoint-dir", str(ckpt_dir),
-                "--epochs", str(args.epochs), "--device", args.device]
+                "--device", args.device]
+        argv += ["--epochs", str(args.epochs)] if args.epochs else []
         argv += ["--max-minutes", str(args.minutes)] if args.minutes else []
         overrides = args.set + ([f"train.samples_per_epoch={args.samples}"] if args.samples else [])
         argv += [item for o in overrides for item in ("--set", o)]
@@ -85,7 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as err:
-        sys.exit(f"error: {err}")
+    run_script(main)

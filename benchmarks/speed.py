@@ -1,20 +1,24 @@
-"""Speed and memory, side by side: our separator against Open-Unmix on the same song.
+"""Speed and memory, side by side: our separator's levers against Open-Unmix on the same song.
 
-    python benchmarks/speed.py                       # everything: 3-min song vs peers, 30/60-min songs
-    python benchmarks/speed.py --checkpoint checkpoints/best.pt --long-minutes 60
-    python benchmarks/speed.py --only ours --minutes 3
+    python benchmarks/speed.py                                  # levers, peers, long songs, training
+    python benchmarks/speed.py --checkpoint pretrained/unet-mir1k.pt --only ours
+    python benchmarks/speed.py --only quality --mir1k ../shared/data/MIR-1K   # each lever's quality
 
 Every measurement runs in its own process (peak resident memory is that process's
-ru_maxrss) and times the whole separation: read, resample, STFT, model, ISTFT, write.
-The song is stereo 44.1 kHz, made by looping ../shared/data/songs/audio_example.mp3
-(or a synthetic demo song where that is absent). Open-Unmix uses the shape of its
-umxhq model with random weights (the same cost as trained ones): vocals plus the
-residual (its two-stem use), with its Wiener filter at niter=1 and without (niter=0),
-and all four umxhq targets at niter=1. Demucs v4 (HTDemucs, random weights) runs when the
-`demucs` package imports (pip install --no-deps demucs==4.0.1 julius einops omegaconf
-antlr4-python3-runtime==4.9.3 dora-search treetable retrying submitit). Also measured:
-training throughput (patches/s, share of step time spent waiting for data) and
-evaluate.py --workers 1 against 2.
+ru_maxrss). "separation s" times read, STFT, network, inverse STFT and write of the whole
+song inside the process; "process s" is the whole `python inference.py song.wav` command
+from outside (interpreter start, imports, model load included). The song is stereo
+44.1 kHz, made by looping ../shared/data/songs/audio_example.mp3 (or a synthetic demo song
+where that is absent). Each lever row changes one separation setting of the default.
+Open-Unmix uses the shape of its umxhq model with random weights (the same cost as trained
+ones): vocals plus the residual (its two-stem use), with its Wiener filter at niter=1 and
+without (niter=0), and all four umxhq targets at niter=1 (pip install --no-deps
+openunmix). Demucs v4 (HTDemucs, random weights) runs when the `demucs` package imports
+(pip install --no-deps demucs==4.0.1 julius einops omegaconf antlr4-python3-runtime==4.9.3
+dora-search treetable retrying submitit). --only quality scores each lever with one
+checkpoint: MIR-1K GNSDR on the test clips under --mir1k and museval vocals SDR on the
+MUSDB18 excerpts in ../shared/data/musdb18-sample. Also measured: training throughput
+(patches/s, share of step time spent waiting for data).
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Config, apply_overrides
-from data_generator import read_audio, resample, synthesize_song
-from unet_model import UNet, load_model
+from data_generator import read_audio, resample
+from demo_data import synthesize_song
+from unet_model import UNet, load_model, prepare_for_inference
 
 SONG = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "songs" / "audio_example.mp3"
 RATE = 44100
@@ -67,20 +72,65 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_ours(song: Path, overlap: float, checkpoint: str | None) -> dict:
-    from inference import separate_file
-    from unet_model import prepare_for_inference
+# (name, separation overrides): the default, then one lever changed at a time
+LEVERS = [
+    ("default: shared stereo mask, 50 % overlap, Hann blend, bfloat16 where native", []),
+    ("75 % overlap, Hann blend", ["separation.patch_overlap=0.75"]),
+    ("75 % overlap, plain mean (the previous default)", ["separation.patch_overlap=0.75", "separation.blend=mean"]),
+    ("50 % overlap, plain mean", ["separation.blend=mean"]),
+    ("no overlap", ["separation.patch_overlap=0"]),
+    ("a mask per channel", ["separation.stereo=each"]),
+    ("float32 network", ["separation.bfloat16=false"]),
+    ("batches of 64 patches", ["separation.batch_size=64"]),
+]
 
+
+def separator(checkpoint: str | None, overrides: list[str]) -> tuple[UNet, Config]:
     if checkpoint:
         model, cfg = load_model(checkpoint)
     else:
         cfg = Config()
         model = prepare_for_inference(UNet(cfg.model))
-    cfg = apply_overrides(cfg, [f"separation.overlap={overlap}"], sections=("separation",))
+    return model, apply_overrides(cfg, overrides, sections=("separation",))
+
+
+def child_ours(song: Path, overrides: list[str], checkpoint: str | None) -> dict:
+    from inference import separate_file
+
+    model, cfg = separator(checkpoint, overrides)
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         separate_file(model, cfg, song, Path(out))
         return {"seconds": time.perf_counter() - started}
+
+
+def whole_process(song: Path, checkpoint: str) -> float:
+    """Wall seconds of `python inference.py song --checkpoint ...`, from outside."""
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "inference.py", str(song), "--checkpoint", checkpoint, "--out-dir", out],
+                       cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def quality(checkpoint: str, overrides: list[str], mir1k: str | None) -> str:
+    """MIR-1K vocals GNSDR (test clips under `mir1k`) and museval vocals SDR on the MUSDB18 excerpts."""
+    from evaluate import evaluate_model
+
+    sample = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "musdb18-sample"
+    parts = []
+    with tempfile.TemporaryDirectory() as out:
+        if mir1k:
+            summary = evaluate_model(checkpoint, "mir1k", mir1k, out_dir=Path(out) / "mir1k", workers=2,
+                                     overrides=overrides)
+            g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
+            parts.append(f"{g['vocals', 'NSDR']:.2f}")
+        for subset in ("test", "train"):
+            summary = evaluate_model(checkpoint, "musdb", str(sample), subset, out_dir=Path(out) / subset,
+                                     workers=2, overrides=overrides)
+            sdr = next(r["median"] for r in summary if r["target"] == "vocals" and r["metric"] == "SDR")
+            parts.append(f"{sdr:.2f}")
+    return " | ".join(parts)
 
 
 def time_peer(song: Path, vocals_of: Callable[[torch.Tensor], torch.Tensor]) -> dict:
@@ -123,7 +173,8 @@ def child_train(steps: int, workers: int, amp: bool) -> dict:
     """Patches per second and the share of step time spent waiting for data (demo set)."""
     from torch.utils.data import DataLoader
 
-    from data_generator import PatchDataset, load_tracks, make_demo, worker_seed
+    from data_generator import PatchDataset, load_tracks, worker_seed
+    from demo_data import make_demo
     from train import Trainer
 
     cfg = Config()
@@ -156,30 +207,11 @@ def run_child(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def make_musdb_hq(root: Path, tracks: int, seconds: float) -> Path:
-    """A MUSDB18-HQ-layout test set of `tracks` synthetic songs (for timing evaluate.py)."""
-    for i in range(tracks):
-        stems = synthesize_song(np.random.default_rng(100 + i), seconds, RATE)
-        folder = root / "test" / f"track-{i:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, audio in stems.items():
-            sf.write(str(folder / f"{name}.wav"), audio.T, RATE, subtype="PCM_16")
-    return root
-
-
-def time_evaluate(root: Path, checkpoint: Path, workers: int) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "evaluate.py", "--dataset", "musdb", "--is-wav", "--root", str(root),
-                        "--checkpoint", str(checkpoint), "--out-dir", out, "--workers", str(workers)],
-                       cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True)
-        return time.perf_counter() - started
-
-
 def child_main(args: argparse.Namespace) -> None:
     kind = args.child[0]
     if kind == "ours":
-        result = child_ours(Path(args.child[1]), float(args.child[2]), args.child[3] if len(args.child) > 3 else None)
+        checkpoint = args.child[3] if len(args.child) > 3 else None
+        result = child_ours(Path(args.child[1]), json.loads(args.child[2]), checkpoint)
     elif kind == "umx":
         result = child_umx(Path(args.child[1]), int(args.child[2]), int(args.child[3]))
     elif kind == "demucs":
@@ -190,11 +222,19 @@ def child_main(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def row(name: str, result: dict, seconds: float) -> str:
+def row(name: str, result: dict, seconds: float, extra: str = "") -> str:
     if "error" in result:
-        return f"| {name} | failed: {result['error'][:80]} | | |"
-    return (f"| {name} | {result['seconds']:.1f} | {seconds / result['seconds']:.0f}x | "
-            f"{result['peak_rss_mb']:.0f} |")
+        return f"| {name} | failed: {result['error'][:80]} | | | |"
+    return (f"| {name} | {result['seconds']:.2f} | {seconds / result['seconds']:.0f}x | "
+            f"{result['peak_rss_mb']:.0f} | {extra} |")
+
+
+def cpu_name() -> str:
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -202,48 +242,58 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--long-minutes", type=float, nargs="*", default=[30.0, 60.0], help="long songs (none: skip)")
     p.add_argument("--checkpoint", help="our model (default: random weights, the same cost)")
-    p.add_argument("--only", choices=["ours", "peers", "train", "evaluate"], action="append")
+    p.add_argument("--only", choices=["ours", "peers", "train", "quality"], action="append")
+    p.add_argument("--mir1k", help="MIR-1K folder, for --only quality")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child_main(args)
         return
-    only = set(args.only or ["ours", "peers", "train", "evaluate"])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads")
+    only = set(args.only or ["ours", "peers", "train"])
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
+    if "quality" in only:
+        if not args.checkpoint:
+            raise SystemExit("--only quality needs --checkpoint")
+        print("\n| lever | MIR-1K vocals GNSDR |" * bool(args.mir1k) + " museval vocals SDR, test excerpt | "
+              "train excerpt |\n|---|---|---|" + "---|" * bool(args.mir1k))
+        for name, overrides in LEVERS:
+            print(f"| {name} | {quality(args.checkpoint, overrides, args.mir1k)} |", flush=True)
     song = make_song(tmp / "song.wav", args.minutes)
     seconds = args.minutes * 60
     ckpt = [args.checkpoint] if args.checkpoint else []
-    print(f"\n{args.minutes:g}-minute stereo 44.1 kHz song\n\n| separator | wall s | real time | peak RSS MB |")
-    print("|---|---|---|---|")
-    ours = fast = None
+    ours = None
     if "ours" in only:
-        ours = run_child("ours", str(song), "0.75", *ckpt)
-        print(row("this U-Net, default (patch overlap 75 %)", ours, seconds), flush=True)
-        fast = run_child("ours", str(song), "0", *ckpt)
-        print(row("this U-Net, `--set separation.overlap=0`", fast, seconds), flush=True)
+        print(f"\n{args.minutes:g}-minute stereo 44.1 kHz song\n\n| separator | separation s | real time | "
+              "peak RSS MB | notes |\n|---|---|---|---|---|")
+        for name, overrides in LEVERS:
+            result = run_child("ours", str(song), json.dumps(overrides), *ckpt)
+            ours = ours or result
+            print(row(f"this U-Net, {name}", result, seconds), flush=True)
+        checkpoint = args.checkpoint or str(tmp / "random.pt")
+        if not args.checkpoint:
+            from unet_model import save_checkpoint
+
+            save_checkpoint(checkpoint, UNet(Config().model), Config())
+        process = whole_process(song, checkpoint)
+        print(f"\nwhole process, `python inference.py song.wav` (default): {process:.2f} s, "
+              f"{seconds / process:.0f}x real time")
     if "peers" in only:
         for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
                                      (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),
                                      (1, 4, "Open-Unmix umxhq 4 targets, niter=1")):
             umx = run_child("umx", str(song), str(niter), str(targets))
-            line = row(name, umx, seconds)
-            if ours and fast and "seconds" in ours and "seconds" in fast and "seconds" in umx:
-                line += (f" {umx['seconds'] / ours['seconds']:.1f}x / {umx['seconds'] / fast['seconds']:.1f}x "
-                         "the time of ours (default / overlap 0)")
-            print(line, flush=True)
-    if "peers" in only:
+            ratio = f"{umx['seconds'] / ours['seconds']:.1f}x the time of ours" if ours and "seconds" in umx else ""
+            print(row(name, umx, seconds, ratio), flush=True)
         demucs = run_child("demucs", str(song))
-        line = row("Demucs v4 (HTDemucs default shape, 4 sources)", demucs, seconds)
-        if ours and "seconds" in ours and "seconds" in demucs:
-            line += f" {demucs['seconds'] / ours['seconds']:.1f}x the time of ours (default)"
-        print(line, flush=True)
+        ratio = f"{demucs['seconds'] / ours['seconds']:.1f}x the time of ours" if ours and "seconds" in demucs else ""
+        print(row("Demucs v4 (HTDemucs default shape, 4 sources)", demucs, seconds, ratio), flush=True)
     if "ours" in only:
         (tmp / "song.wav").unlink()
         for minutes in args.long_minutes:
             long_song = make_song(tmp / "long.wav", minutes)
-            result = run_child("ours", str(long_song), "0.75", *ckpt)
+            result = run_child("ours", str(long_song), "[]", *ckpt)
             print(row(f"this U-Net, default, {minutes:g}-minute song", result, minutes * 60), flush=True)
             long_song.unlink()
     if "train" in only:
@@ -253,16 +303,6 @@ def main() -> None:
             r = run_child("train", "40", str(workers), str(amp))
             print(f"| {'bfloat16 autocast' if amp else 'float32'} | {workers} | {r['patches_per_second']:.1f} | "
                   f"{r['data_wait']:.1%} |", flush=True)
-    if "evaluate" in only:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else tmp / "random.pt"
-        if not args.checkpoint:
-            from unet_model import save_checkpoint
-
-            save_checkpoint(checkpoint, UNet(Config().model), Config())
-        root = make_musdb_hq(tmp / "musdb", tracks=4, seconds=120.0)
-        one, two = time_evaluate(root, checkpoint, 1), time_evaluate(root, checkpoint, 2)
-        print(f"\nevaluate.py on 4 tracks of 2 minutes (museval v4): --workers 1 {one:.1f} s, --workers 2 {two:.1f} s "
-              f"({one / two:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
 """evaluate.py: museval on MUSDB18, BSS Eval v3 on MIR-1K, resuming, workers, bad input."""
 
 import csv
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import REPO, run_main, shared_path
+from helpers import REPO, run_main, shared_path
 
 import evaluate
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def read_csv(path):
@@ -55,22 +60,130 @@ def test_mir1k_clips_give_gnsdr_and_resume_without_rescoring(checkpoint, tmp_pat
     assert "GNSDR" in out
 
 
-def test_killed_evaluation_resumes_without_rescoring_finished_tracks(checkpoint, tmp_path):
-    root = shared_path("MIR-1K")
-    cmd = [sys.executable, "evaluate.py", "--dataset", "mir1k", "--root", str(root), "--checkpoint",
-           str(checkpoint), "--out-dir", str(tmp_path), "--tracks", "8", "--device", "cpu"]
+def kill_after_first_score_then_resume(argv, scores, expected):
+    """Start evaluate.py, SIGKILL it once a first JSON exists, run it again: finished JSONs are kept."""
+    cmd = [sys.executable, "evaluate.py", *argv]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    clips = tmp_path / "clips"
     deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and not list(clips.glob("*.json")):
+    while time.time() < deadline and proc.poll() is None and not list(scores.glob("*.json")):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in clips.glob("*.json")}
+    finished = {p: p.stat().st_mtime_ns for p in scores.glob("*.json")}
+    assert finished
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert len(list(clips.glob("*.json"))) == 8
+    assert len(list(scores.glob("*.json"))) == expected
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
+
+
+def test_killed_evaluation_resumes_without_rescoring_finished_tracks(checkpoint, tmp_path):
+    root = shared_path("MIR-1K")
+    kill_after_first_score_then_resume(["--dataset", "mir1k", "--root", str(root), "--checkpoint", str(checkpoint),
+                                        "--out-dir", str(tmp_path), "--tracks", "8", "--device", "cpu"],
+                                       tmp_path / "clips", 8)
+
+
+def test_killed_evaluation_of_own_stems_resumes_with_two_workers(checkpoint, demo_root, tmp_path):
+    kill_after_first_score_then_resume(["--dataset", "stems", "--root", str(demo_root), "--checkpoint",
+                                        str(checkpoint), "--out-dir", str(tmp_path), "--tracks", "3", "--workers",
+                                        "2", "--device", "cpu"], tmp_path / "museval" / "test", 3)
+    assert not (tmp_path / "estimates").exists()  # scored estimates are not kept by default
+
+
+def medians(summary):
+    return {(r["target"], r["metric"]): r["median"] for r in summary}
+
+
+def test_estimates_on_disk_count_as_separated(checkpoint, demo_root, tmp_path, monkeypatch):
+    kwargs = dict(dataset="stems", root=str(demo_root), out_dir=tmp_path, tracks=2, device="cpu")
+    first = evaluate.evaluate_model(checkpoint, keep_estimates=True, **kwargs)
+    estimates = sorted(p.relative_to(tmp_path) for p in (tmp_path / "estimates").rglob("*.wav"))
+    assert [str(p) for p in estimates] == [f"estimates/demo-test-0{i}/{t}.wav" for i in (0, 1)
+                                           for t in ("accompaniment", "vocals")]
+    for path in (tmp_path / "museval" / "test").glob("*.json"):
+        path.unlink()
+
+    def no_separation(*args):
+        raise AssertionError("separated again")
+
+    monkeypatch.setattr(evaluate, "separate_to_disk", no_separation)
+    again = evaluate.evaluate_model(checkpoint, workers=2, **kwargs)
+    assert medians(again) == pytest.approx(medians(first))
+
+
+def test_summary_equals_museval_aggregation_on_stored_scores():
+    """Three stored museval JSONs (with a NaN frame each): per-track medians over frames, then medians over
+    tracks, as museval's EvalStore gives them, and the numbers they must stay."""
+    import museval
+    from museval.aggregate import json2df
+
+    scores = {p.stem: p.read_text() for p in sorted(DATA.glob("made-up track *.json"))}
+    rows, summary = evaluate.museval_tables(scores)
+    store = museval.EvalStore()
+    for name, text in scores.items():
+        store.add_track(json2df(json.loads(text), name))
+    per_track = store.agg_frames_scores()
+    for row in rows:
+        for m in evaluate.METRICS:
+            assert row[m] == pytest.approx(per_track[row["track"], row["target"], m], abs=1e-9)
+    overall = store.agg_frames_tracks_scores()
+    medians = {(r["target"], r["metric"]): r["median"] for r in summary}
+    assert medians == pytest.approx({key: overall[key] for key in medians}, abs=1e-9)
+    assert medians["vocals", "SDR"] == pytest.approx(10.4273, abs=1e-4)
+    assert medians["vocals", "SIR"] == pytest.approx(9.1402, abs=1e-4)
+    assert medians["accompaniment", "SDR"] == pytest.approx(9.8882, abs=1e-4)
+    assert medians["accompaniment", "SAR"] == pytest.approx(14.229, abs=1e-4)
+    means = {(r["target"], r["metric"]): r["mean"] for r in summary}
+    assert means["vocals", "SDR"] == pytest.approx(14.0587, abs=1e-4)
+    assert [r["SDR"] for r in rows if r["target"] == "vocals"] == pytest.approx([23.5258, 10.4273, 8.2229], abs=1e-4)
+
+
+def made_clip(seconds, rate, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    vocals = 0.3 * np.sin(2 * np.pi * 440 * t * (1 + 0.01 * np.sin(2 * np.pi * 5 * t)))
+    accompaniment = 0.2 * rng.standard_normal(len(t))
+    estimate = vocals + 0.1 * accompaniment + 0.01 * rng.standard_normal(len(t))
+    return np.stack([vocals, accompaniment]), np.stack([estimate, vocals + accompaniment - estimate])
+
+
+def test_bss_eval_v3_agrees_with_mir_eval_on_made_clips():
+    mir_eval = pytest.importorskip("mir_eval")
+    for seed in range(2):
+        references, estimates = made_clip(2.0, 16000, seed)
+        ours = evaluate.bss_eval_v3(references, estimates)
+        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(references, estimates, compute_permutation=False)
+        for metric, theirs in (("SDR", sdr), ("SIR", sir), ("SAR", sar)):
+            assert ours[metric] == pytest.approx(theirs, abs=0.01)
+
+
+def test_bss_eval_v3_agrees_with_mir_eval_on_mir1k_clips():
+    mir_eval = pytest.importorskip("mir_eval")
+    from data_generator import load_tracks
+
+    for track in load_tracks("mir1k", shared_path("MIR-1K"), "test")[:2]:
+        mixture, vocals, _ = track.load()
+        references = np.concatenate([vocals, mixture - vocals]).astype(np.float64)
+        estimates = np.stack([0.7 * vocals[0] + 0.2 * mixture[0], 0.3 * vocals[0] + 0.8 * (mixture - vocals)[0]])
+        ours = evaluate.bss_eval_v3(references, estimates)
+        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(references, estimates, compute_permutation=False)
+        for metric, theirs in (("SDR", sdr), ("SIR", sir), ("SAR", sar)):
+            assert ours[metric] == pytest.approx(theirs, abs=0.01)
+
+
+def test_workers_that_do_not_fit_in_memory_are_cut_with_a_warning(monkeypatch, capsys):
+    tracks = [evaluate.Track(f"t{i}", None, lambda: 240.0) for i in range(5)]
+    need = evaluate.MUSEVAL_BYTES_PER_SAMPLE * 2 * 240 * 44100
+    monkeypatch.setattr(evaluate, "available_memory", lambda: int(2.5 * need))
+    assert evaluate.scoring_workers(4, tracks) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: 4 scoring processes need" in err and "using 2" in err
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert evaluate.scoring_workers(0, tracks) == 2  # auto: one per core, as many as fit
+    assert evaluate.scoring_workers(0, tracks[:1]) == 1  # never more than there are tracks
+    monkeypatch.setattr(evaluate, "available_memory", lambda: 100 * need)
+    assert evaluate.scoring_workers(0, tracks) == 3
 
 
 def test_bad_roots_and_checkpoints_get_one_line(checkpoint, tmp_path):
@@ -94,6 +207,12 @@ def test_two_workers_give_the_same_scores_as_one(checkpoint, tmp_path):
         summary = evaluate.evaluate_model(checkpoint, "mir1k", str(root), out_dir=tmp_path / str(workers),
                                           workers=workers, tracks=3, device="cpu")
         results.append({(r["target"], r["metric"]): r["weighted_mean"] for r in summary})
+    assert results[0] == pytest.approx(results[1])
+
+
+def test_two_workers_give_the_same_scores_as_one_on_own_stems(checkpoint, demo_root, tmp_path):
+    results = [medians(evaluate.evaluate_model(checkpoint, "stems", str(demo_root), out_dir=tmp_path / str(n),
+                                               workers=n, tracks=3, device="cpu")) for n in (1, 2)]
     assert results[0] == pytest.approx(results[1])
 
 

@@ -1,4 +1,4 @@
-"""Features shared by training and inference: STFT, patches, normalization, targets."""
+"""Features shared by training and inference: STFT, patches, blending, normalization, batches, targets."""
 
 import numpy as np
 import pytest
@@ -6,16 +6,18 @@ import torch
 
 from config import Config, apply_overrides
 from data_generator import (
+    STFT,
+    PatchDataset,
+    Track,
     from_patches,
-    istft,
+    mask_loss,
     normalize_patches,
     oracle_mask,
     patch_padding,
     resample,
-    stft,
+    split_validation,
     to_patches,
 )
-from train import mask_loss
 
 PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
 
@@ -24,17 +26,36 @@ PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
 def test_stft_round_trip_reconstructs_the_signal(overrides):
     cfg = apply_overrides(Config(), overrides).audio
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3 * cfg.sample_rate + 123)).astype("f"))
-    spec = stft(x, cfg)
+    transform = STFT(cfg)
+    spec = transform(x)
     assert spec.shape[:2] == (2, 513)
     assert spec.shape[-1] == 1 + x.shape[-1] // cfg.hop_length
-    y = istft(spec, cfg, x.shape[-1])
-    assert torch.max(torch.abs(y - x)) < 1e-4
+    assert torch.max(torch.abs(transform.inverse(spec, x.shape[-1]) - x)) < 1e-4
+
+
+@pytest.mark.parametrize("rate, n_fft, hop", [(16000, 1024, 256), (44100, 2822, 706), (48000, 3072, 768),
+                                              (22050, 1411, 353), (8000, 512, 128)])
+def test_stft_at_other_rates_keeps_the_models_durations_and_bins(rate, n_fft, hop):
+    cfg = Config().audio
+    transform = STFT(cfg, rate)
+    assert (transform.n_fft, transform.hop) == (n_fft, hop)
+    t = np.arange(2 * rate) / rate
+    tone = torch.from_numpy((0.5 * np.sin(2 * np.pi * 1000 * t))[None].astype(np.float32))
+    spec = transform(tone)
+    band = transform.model_band(spec).abs()
+    model_band = STFT(cfg).model_band(STFT(cfg)(torch.from_numpy(resample(tone.numpy(), rate, 16000)))).abs()
+    assert band.shape[-2] == 513
+    assert band[0].mean(-1).argmax() == model_band[0].mean(-1).argmax() == 64  # 1 kHz is the model's bin 64
+    assert band[0, 64].mean() == pytest.approx(model_band[0, 64].mean(), rel=0.02)  # same magnitude scale
+    assert torch.max(torch.abs(transform.inverse(spec, tone.shape[-1]) - tone)) < 1e-4
 
 
 def test_stft_of_very_short_input_works():
-    cfg = Config().audio
-    x = torch.ones(1, 1)
-    assert istft(stft(x, cfg), cfg, 1).shape == (1, 1)
+    for rate in (8000, 16000, 44100):
+        transform = STFT(Config().audio, rate)
+        for n in (1, 2, 3):
+            x = torch.ones(1, n)
+            assert transform.inverse(transform(x), n).shape == (1, n)
 
 
 @pytest.mark.parametrize("frames", [1, 127, 128, 129, 500, 1000])
@@ -45,7 +66,21 @@ def test_patching_and_unpatching_are_inverse(frames, hop):
     assert patches.shape[-2:] == (513, 128)
     left, right = patch_padding(frames, 128, hop)
     assert (left + frames + right - 128) % hop == 0
-    assert torch.allclose(from_patches(patches, hop, frames), mag)
+    assert torch.allclose(from_patches(patches, hop, frames), mag, atol=1e-6)
+
+
+def test_blending_weights_patch_edges_least():
+    """Two patches that disagree: at 50 % overlap, the Hann blend follows each patch where it is central."""
+    frames, hop = 256, 64
+    patches = to_patches(torch.zeros(1, 1, frames), 128, hop)
+    n = patches.shape[-3]
+    patches = torch.arange(n, dtype=torch.float32).view(1, n, 1, 1).expand_as(patches).clone()
+    blended = from_patches(patches, hop, frames)[0, 0]
+    left, _ = patch_padding(frames, 128, hop)
+    centre = 1 * hop + 64 - left  # frame at the centre of patch 1: Hann weight 1 there, 0 in its neighbours
+    assert blended[centre] == pytest.approx(1.0, abs=0.01)  # a plain average would give 1.5
+    disjoint = from_patches(to_patches(torch.ones(1, 1, frames), 128, 128), 128, frames)
+    assert torch.equal(disjoint, torch.ones(1, 1, frames))  # no overlap: flat weights, no gaps
 
 
 def test_every_frame_is_covered_by_the_same_number_of_patches():
@@ -75,6 +110,54 @@ def test_oracle_mask_is_clipped_ratio_and_losses_vanish_at_it():
     louder = oracle_mask(mix, 2 * mix)
     assert torch.all(louder == 1)
     assert mask_loss(torch.zeros_like(mix), mix, vocals, "mask").item() > 0.1
+
+
+def made_tracks(count, seconds=3.0, rate=16000):
+    """Tracks of noise (vocals) and a tone (accompaniment), held in memory."""
+    tracks = []
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        vocals = (0.1 * rng.standard_normal((1, int(seconds * rate)))).astype(np.float32)
+        accompaniment = (0.3 * np.sin(2 * np.pi * 220 * (i + 1) * np.arange(vocals.shape[1]) / rate))[None]
+        mixture = (vocals + accompaniment).astype(np.float32)
+        tracks.append(Track(f"t{i}", lambda m=mixture, v=vocals: (m, v, rate), lambda: seconds))
+    return tracks
+
+
+def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mixture():
+    cfg = Config()
+    data = PatchDataset(made_tracks(2), cfg)
+    vocals, accompaniment, _ = data[0]
+    gains = torch.tensor([2.0, 0.5])
+    mix_mag, vocals_mag = data.collate([(vocals, accompaniment, gains)])
+    assert mix_mag.shape == vocals_mag.shape == (1, 1, 513, 128)
+    assert mix_mag.max() == pytest.approx(1.0)  # normalized by the mixture's peak
+    v = torch.complex(vocals[0].float(), vocals[1].float()) * 2.0
+    m = v + torch.complex(accompaniment[0].float(), accompaniment[1].float()) * 0.5
+    scale = m.abs().max()
+    assert torch.allclose(mix_mag[0, 0], m.abs() / scale, atol=1e-5)
+    assert torch.allclose(vocals_mag[0, 0], v.abs() / scale, atol=1e-5)
+
+
+def test_remixing_puts_vocals_over_another_tracks_accompaniment():
+    cfg = apply_overrides(Config(), ["train.remix_prob=1", "train.gain_range=1,1"])
+    data = PatchDataset(made_tracks(3), cfg, remix=True)
+    own = {data.patch(t, s)[1].float().sum().item() for t, s in data.index}
+    seen = set()
+    for i in range(len(data)):
+        _, accompaniment, gains = data[i]
+        assert torch.equal(gains, torch.ones(2))
+        seen.add(accompaniment.float().sum().item())
+    assert seen <= own and len(seen) > 1
+
+
+def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
+    tracks = made_tracks(20, seconds=0.1)
+    train, valid = split_validation(tracks, 10)
+    assert len(valid) == 4 and len(train) == 16  # capped at a fifth
+    assert [t.name for t in valid] == ["t0", "t6", "t13", "t19"]  # spread, deterministic
+    assert not {t.name for t in train} & {t.name for t in valid}
+    assert split_validation(tracks[:1], 10) == (tracks[:1], [])
 
 
 def test_resample_keeps_duration_and_a_tone():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, run_main, shared_path, song, write_wav
+from helpers import REPO, run_main, shared_path, song, write_wav
 
 import inference
 from inference import chunk_bounds, separate_array
@@ -54,18 +54,21 @@ def test_integer_and_float_wavs_are_read(checkpoint, tmp_path, subtype):
     assert np.abs(vocals + accompaniment - sf.read(path, always_2d=True)[0].T).max() < 1e-5
 
 
-def test_long_song_is_stitched_without_seams(checkpoint):
-    """Chunked separation equals separating each chunk's neighbourhood; no jump at chunk boundaries."""
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_chunked_separation_equals_one_piece_away_from_the_cross_fades(checkpoint, monkeypatch, rate):
     model, cfg = load_model(checkpoint)
-    rate = 16000
-    mix = song(75.0, rate, 1, seed=3)
-    bounds, _, _ = chunk_bounds(mix.shape[1], rate, cfg)
+    mix = song(150.0, rate, 1, seed=3) * np.linspace(0.2, 1.0, int(150.0 * rate), dtype=np.float32)
+    bounds, _, fade, _ = chunk_bounds(mix.shape[1], rate, cfg)
     assert len(bounds) > 2  # really chunked
-    vocals = separate_array(model, cfg, mix, rate)
-    assert vocals.shape == mix.shape
-    step = np.abs(np.diff(vocals[0]))
+    chunked = separate_array(model, cfg, mix, rate)
+    monkeypatch.setattr(inference, "CHUNK_SECONDS", 1e9)
+    whole = separate_array(model, cfg, mix, rate)
+    assert chunked.shape == whole.shape == mix.shape
+    away = np.ones(mix.shape[1], bool)
     for b in bounds[1:-1]:
-        assert step[b - 200:b + 200].max() < 4 * np.percentile(step, 99.9)
+        away[b - fade:b + fade] = False
+    assert np.abs(chunked - whole)[:, away].max() < 1e-4 * np.abs(whole).max()
+    assert np.abs(chunked - whole).max() < 0.1 * np.abs(whole).max()  # the cross-fades blend two close estimates
 
 
 def test_mp3_and_flac_inputs_and_flac_24_bit_output(checkpoint, tmp_path):
@@ -98,6 +101,25 @@ def test_silence_in_gives_silence_out(checkpoint, tmp_path):
     assert "silent" in err
     vocals, accompaniment, _ = outputs(tmp_path / "out", "quiet")
     assert not vocals.any() and not accompaniment.any()
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 96000])
+def test_inputs_of_any_length_give_outputs_of_that_length(checkpoint, rate):
+    model, cfg = load_model(checkpoint)
+    hop = round(256 * rate / 16000)
+    n_fft = round(1024 * rate / 16000)
+    for length in (1, 2, 3, hop - 1, hop, hop + 1, n_fft - 1, n_fft, n_fft + 1):
+        mix = song(length / rate, rate, 2)
+        vocals = separate_array(model, cfg, mix, rate)
+        assert vocals.shape == mix.shape and np.isfinite(vocals).all(), (rate, length)
+
+
+def test_one_sample_at_44_1_khz_through_the_command_line(checkpoint, tmp_path):
+    path = write_wav(tmp_path / "one.wav", np.full((2, 1), 0.25, np.float32), 44100)
+    code, _, err = separate(checkpoint, tmp_path / "out", path)
+    assert code == 0, err
+    vocals, accompaniment, rate = outputs(tmp_path / "out", "one")
+    assert rate == 44100 and vocals.shape == (2, 1) and np.allclose(vocals + accompaniment, 0.25)
 
 
 def test_one_sample_and_full_scale_noise(checkpoint, tmp_path):

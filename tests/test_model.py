@@ -1,5 +1,7 @@
 """The U-Net and its checkpoints."""
 
+import re
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):
     x = torch.rand(1, 1, 513, 128)
     with torch.no_grad():
         assert torch.allclose(loaded(x), net(x), atol=1e-5)  # BatchNorm folded into the convolutions
-    assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
+    assert not list(tmp_path.glob(".*partial"))  # atomic write leaves no temporary file
 
 
 def test_bad_checkpoints_raise_one_clear_error(tmp_path):
@@ -77,3 +79,32 @@ def test_folding_batchnorm_keeps_the_output():
         after = fuse_batchnorm(net)(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     assert torch.allclose(before, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.loss=l2", "unknown train.loss 'l2'"),
+    ("train.lr_schedule=step", "unknown train.lr_schedule"),
+    ("audio.normalization=global", "unknown audio.normalization"),
+    ("separation.patch_overlap=1", "within [0, 1)"),
+    ("train.patch_overlap=-0.5", "within [0, 1)"),
+    ("audio.patch_frames=100", "divisible by 64"),
+    ("audio.hop_length=0", "must be > 0"),
+    ("audio.hop_length=2048", "longer than audio.n_fft"),
+    ("train.lr=-1", "must be > 0"),
+    ("train.gain_range=1.5,0.5", "low <= high"),
+    ("model.dropout=1.5", "within [0, 1)"),
+])
+def test_impossible_settings_fail_where_the_config_is_built(override, words):
+    with pytest.raises(InputError, match=re.escape(words)):
+        apply_overrides(Config(), [override])
+
+
+def test_configs_of_older_checkpoints_load_under_the_current_names():
+    old = Config().to_dict()
+    old["audio"]["patch_overlap"] = old["train"].pop("patch_overlap")
+    old["separation"]["overlap"] = 0.25
+    del old["separation"]["patch_overlap"]
+    old["train"]["num_workers"] = old["train"].pop("data_workers")
+    cfg = Config.from_dict(old)
+    assert cfg.separation.patch_overlap == 0.25 and cfg.train.patch_overlap == Config().train.patch_overlap
+    assert not hasattr(Config(), "audio_key")

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, demo_gain_db, run_main
+from helpers import REPO, demo_gain_db, run_main
 
 import train
 from unet_model import read_checkpoint
@@ -57,7 +57,7 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
     proc.wait()
     done = read_checkpoint(tmp_path / "last.pt")["epoch"]  # loads: never a torn file
     assert 1 <= done < 4
-    assert not list(tmp_path.glob(".*tmp"))
+    assert not list(tmp_path.glob(".*partial"))
     code, _, err = run_main(train.main, [*QUICK, "--epochs", "4", "--checkpoint-dir", str(tmp_path), "--resume"])
     assert code == 0, err
     assert [int(r["epoch"]) for r in history(tmp_path)] == [1, 2, 3, 4]
@@ -95,15 +95,66 @@ def test_bad_datasets_and_flags_get_one_clear_line(tmp_path, argv, words):
 def test_default_run_falls_back_to_the_demo_set_when_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MUSDB_PATH"}
     env["HOME"] = str(tmp_path)  # no cached preview
+    env["http_proxy"] = env["https_proxy"] = "http://127.0.0.1:9"  # the discard port: every download fails at once
     started = time.time()
     result = subprocess.run([sys.executable, "train.py", "--epochs", "1", "--set", "train.samples_per_epoch=16",
                              "--checkpoint-dir", str(tmp_path / "ck")], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    if "preview at" not in result.stdout:
-        assert "SYNTHETIC demo" in result.stdout
+    assert "SYNTHETIC demo" in result.stdout and "preview at" not in result.stdout
     assert (tmp_path / "ck" / "best.pt").exists()
     assert time.time() - started < 120
+
+
+def test_the_budget_alone_decides_the_epochs_and_the_cosine_follows_it(tmp_path):
+    args = train.parse_args([*QUICK, "--max-minutes", "0.25", "--checkpoint-dir", str(tmp_path)])
+    assert train.build_config(args).train.epochs == 0  # no epoch limit
+    train.train(args)
+    rows = history(tmp_path)
+    assert len(rows) > 1
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.3 * lrs[0]  # decayed over the budget
+    code, _, err = run_main(train.main, [*QUICK, "--epochs", "0", "--checkpoint-dir", str(tmp_path / "b")])
+    assert code == 1 and "needs a --max-minutes budget" in err
+
+
+def test_learning_rate_schedule():
+    cfg = train.build_config(train.parse_args(["--lr", "1e-3"]))
+    assert train.learning_rate(cfg, 0.0) == pytest.approx(1e-3)
+    assert train.learning_rate(cfg, 0.5) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert train.learning_rate(cfg, 1.0) == pytest.approx(5e-5)
+    assert train.learning_rate(cfg, 7.0) == pytest.approx(5e-5)  # past the end: stays at the floor
+    constant = train.build_config(train.parse_args(["--set", "train.lr_schedule=constant"]))
+    assert train.learning_rate(constant, 0.9) == constant.train.lr
+
+
+def test_signal_handlers_are_restored_when_training_returns(tmp_path):
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert run_main(train.main, [*QUICK, "--epochs", "1", "--checkpoint-dir", str(tmp_path)])[0] == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_bad_setting_fails_before_any_audio_is_read(tmp_path):
+    started = time.time()
+    code, _, err = run_main(train.main, ["--dataset", "mir1k", "--root", str(tmp_path / "absent"), "--set",
+                                         "train.loss=l2", "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == 1 and err.count("\n") == 1 and "unknown train.loss 'l2'" in err
+    assert time.time() - started < 5
+
+
+def test_fine_tuning_starts_from_a_checkpoints_weights_on_own_stems(checkpoint, demo_root, tmp_path):
+    init = ["--dataset", "stems", "--root", str(demo_root), "--device", "cpu", "--init", str(checkpoint),
+            "--set", "train.samples_per_epoch=32"]
+    before = demo_gain_db(checkpoint, demo_root)
+    code, _, err = run_main(train.main, [*init, "--epochs", "1", "--lr", "1e-5", "--checkpoint-dir", str(tmp_path)])
+    assert code == 0, err
+    # one tiny step from the trained weights: still as good as them, far from a fresh model
+    assert demo_gain_db(tmp_path / "last.pt", demo_root) > before - 0.5
+    assert read_checkpoint(tmp_path / "last.pt")["config"]["audio"] == read_checkpoint(checkpoint)["config"]["audio"]
+    code, _, err = run_main(train.main, [*init, "--set", "audio.n_fft=2048", "--checkpoint-dir", str(tmp_path)])
+    assert code == 1 and err.count("\n") == 1 and "audio.n_fft=2048 differs from the checkpoint's 1024" in err
+    code, _, err = run_main(train.main, [*init, "--resume", "--checkpoint-dir", str(tmp_path)])
+    assert code == 1 and "exclude each other" in err
 
 
 def test_a_dataset_with_a_file_that_is_not_audio_names_the_file(tmp_path):
