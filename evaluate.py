@@ -195,13 +195,17 @@ def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_di
     except OSError as err:
         raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
     todo = [job for job in jobs if not job.scores.exists()]
+    if not keep_estimates:  # a run stopped between scoring a track and removing its estimates
+        for job in jobs:
+            if job.scores.exists():
+                shutil.rmtree(job.estimates, ignore_errors=True)
     if todo:
         workers = scoring_workers(workers, [job.track for job in todo])
         with tqdm(total=len(todo), desc="tracks", unit="track", disable=None) as bar:
             for _ in run_jobs(model, cfg, todo, scorer, workers, keep_estimates):
                 bar.update()
-        with contextlib.suppress(OSError):
-            (out / "estimates").rmdir()  # only when empty: nothing was kept
+    with contextlib.suppress(OSError):
+        (out / "estimates").rmdir()  # only when empty: nothing was kept
     return {job.track.name: job.scores.read_text() for job in jobs}
 
 

@@ -79,13 +79,13 @@ class StopRequest:
                 signal.signal(sig, old)
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every process when it is True on any (a collective: every rank must call it)."""
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag True on every process when it is True on any (a collective: every rank must call it)."""
     if not dist.is_initialized():
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 # ---------------------------------------------------------------- devices and processes
@@ -119,7 +119,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
-        x32 = x.float()
+        x32 = x.float()  # statistics and normalization in float32, whatever the activations' dtype
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
         sums = all_reduce(torch.cat([x32.sum(dim=(0, 2, 3)), count]))  # (C + 1,)
         n = sums[-1]
@@ -130,8 +130,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked += 1
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-        x_hat = (x - mean.view(shape).to(x.dtype)) * torch.rsqrt(var.view(shape) + self.eps).to(x.dtype)
-        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+        x_hat = (x32 - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return (x_hat * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
 
 
 def use_global_batchnorm(model: nn.Module) -> nn.Module:
@@ -243,6 +243,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.budget = max_minutes * 60 if max_minutes else None
         self.stop = StopRequest()
+        self.requested = False  # a stop was asked for, on any process
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.elapsed = 0.0  # training seconds in earlier runs (resume)
@@ -277,7 +278,8 @@ class Trainer:
         """Out of time or asked to stop, on any process: decided together, so every rank stops at
         the same step (a rank that left alone would leave the others waiting in a collective)."""
         out_of_time = self.budget is not None and self.elapsed + time.time() - started >= self.budget
-        return any_rank(out_of_time or self.stop.requested, self.device)
+        out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
+        return out_of_time or self.requested
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
         mix = mix.to(self.device, non_blocking=True, memory_format=torch.channels_last)  # (B, 1, bins, T)
@@ -333,7 +335,7 @@ class Trainer:
         only while it runs."""
         with self.stop.catch_signals():
             self.train_epochs(train, valid)
-        if self.rank == 0 and self.stop.requested:
+        if self.rank == 0 and self.requested:
             print("stopped on request; resume with --resume")
         elif self.rank == 0 and self.budget is not None and self.epochs_left():
             print(f"stopped at the {self.budget / 60:g}-minute budget")

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import REPO, run_main, shared_path, song, write_wav
+from helpers import REPO, demo_gain_db, run_main, shared_path, song, write_wav
 
 import inference
+from config import Config
 from inference import chunk_bounds, separate_array
-from unet_model import load_model
+from unet_model import UNet, count_parameters, load_model, read_checkpoint
 
 
 def separate(checkpoint, out_dir, *inputs, extra=()):
@@ -259,3 +260,31 @@ def test_formats_only_ffmpeg_reads(checkpoint, tmp_path):
     vocals, _, rate = outputs(tmp_path / "out", "song")
     assert rate == 44100 and vocals.shape[0] == 2
 
+
+
+def test_shipped_model_loads_compact_and_beats_the_mixture_on_made_songs(demo_root):
+    assert inference.SHIPPED.stat().st_size < 25 * 2**20
+    payload = read_checkpoint(inference.SHIPPED)
+    assert payload["model"]["encoder.0.0.weight"].dtype == torch.float16
+    assert "MIR-1K" in payload["provenance"]["data"]
+    net = UNet(Config.from_dict(payload["config"]).model)
+    net.load_state_dict(payload["model"])
+    assert count_parameters(net) == 9_823_313  # as the README states
+    assert demo_gain_db(inference.SHIPPED, demo_root) > 3.0
+
+
+def test_shipped_model_separates_mir1k_clips(tmp_path):
+    from evaluate import evaluate_model
+
+    summary = evaluate_model(None, "mir1k", str(shared_path("MIR-1K")), out_dir=tmp_path, tracks=4, device="cpu")
+    gnsdr = next(r["weighted_mean"] for r in summary if r["target"] == "vocals" and r["metric"] == "NSDR")
+    assert gnsdr > 5.0
+
+
+def test_without_a_checkpoint_the_shipped_model_is_used_and_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no checkpoints/best.pt here
+    path = write_wav(tmp_path / "song.wav", song(1.0, 44100, 2), 44100)
+    code, _, err = run_main(inference.main, [str(path), "--out-dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0, err
+    assert err.count("\n") == 1 and "unet-mir1k.pt (the shipped model)" in err
+    assert (tmp_path / "out" / "song" / "vocals.wav").exists()
