@@ -127,8 +127,8 @@ class TrainConfig:
 class SeparationConfig:
     """How a trained model is applied; the only section inference may override (--set)."""
 
-    patch_overlap: float = 0.75  # overlap of inference patches; the masks of overlapping patches are blended
-    blend: str = "hann"  # "hann": overlapping masks weighted by a Hann window (edges count least); "mean"
+    patch_overlap: float = 0.5  # overlap of inference patches; the masks of overlapping patches are blended
+    blend: str = "mean"  # "mean": overlapping masks averaged; "hann": weighted by a Hann window
     stereo: str = "shared"  # "shared": one mask from the channels' mean magnitude; "each": a mask per channel
     mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
     batch_size: int = 16  # patches per forward pass

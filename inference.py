@@ -40,7 +40,7 @@ from outputs import partial_path, pyplot, save_figure
 from unet_model import UNet, load_model
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
-CHUNK_SECONDS = 60.0
+CHUNK_SECONDS = 30.0
 FADE_SECONDS = 0.5
 REPO = Path(__file__).resolve().parent
 TRAINED = Path("checkpoints") / "best.pt"

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from config import Config, InputError, ModelConfig, run_script
+from config import Config, InputError, ModelConfig, apply_overrides, run_script
 from outputs import atomic_path
 
 CHECKPOINT_FORMAT = 1
@@ -130,16 +130,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return prepare_for_inference(model, device), cfg
 
 
-def export_model(source: str | os.PathLike, target: str | os.PathLike, **provenance: Any) -> Path:
+def export_model(source: str | os.PathLike, target: str | os.PathLike, separation: list[str] = (),
+                 **provenance: Any) -> Path:
     """The compact form of a trained model, as the project ships it: float16 weights (float32
-    BatchNorm statistics, a few kB), its config and `provenance`; no optimizer state."""
+    BatchNorm statistics, a few kB), its config (with `separation` overrides, how it is to be
+    applied) and `provenance`; no optimizer state."""
     payload = read_checkpoint(source)
+    cfg = apply_overrides(Config.from_dict(payload["config"]), list(separation), sections=("separation",))
     state = {name: value.half() if value.is_floating_point() and "running" not in name else value
              for name, value in payload["model"].items()}
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "config": payload["config"], "model": state,
+        torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": state,
                     "provenance": provenance}, tmp)
     return target
 
@@ -150,10 +153,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "TARGET"), help="write the compact (float16) form")
     p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="provenance stored with --export")
+    p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
+                   help="with --export: how the exported model is applied")
     args = p.parse_args()
     if args.export:
         notes = dict(note.partition("=")[::2] for note in args.note)
-        path = export_model(*args.export, **notes)
+        path = export_model(*args.export, args.set, **notes)
         print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
         return
     cfg = Config()

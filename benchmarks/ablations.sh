@@ -11,7 +11,7 @@ SAMPLES=${SAMPLES:-2000}
 PARALLEL=${PARALLEL:-0}
 DEVICE=${DEVICE:-auto}
 MINUTES=${MINUTES:-600}  # safety cap per variant
-EXTRA_SET=${EXTRA_SET:-}  # overrides for every variant, e.g. train.num_workers=1
+EXTRA_SET=${EXTRA_SET:-}  # overrides for every variant, e.g. train.data_workers=1
 mkdir -p results/ablations
 
 train_variant() {  # name, training overrides...
@@ -42,8 +42,8 @@ launch train_variant no-augmentation train.remix=false train.gain_range=1,1
 launch train_variant lr-constant train.lr_schedule=constant
 launch train_variant batch-32 train.batch_size=32
 wait
-launch separation_variant overlap-0 separation.overlap=0
-launch separation_variant overlap-0.5 separation.overlap=0.5
+launch separation_variant overlap-0 separation.patch_overlap=0
+launch separation_variant overlap-0.5 separation.patch_overlap=0.5
 launch separation_variant mask-power-2 separation.mask_power=2
 wait
 for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done

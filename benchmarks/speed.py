@@ -74,14 +74,15 @@ def peak_rss_mb() -> float:
 
 # (name, separation overrides): the default, then one lever changed at a time
 LEVERS = [
-    ("default: shared stereo mask, 50 % overlap, Hann blend, bfloat16 where native", []),
-    ("75 % overlap, Hann blend", ["separation.patch_overlap=0.75"]),
-    ("75 % overlap, plain mean (the previous default)", ["separation.patch_overlap=0.75", "separation.blend=mean"]),
-    ("50 % overlap, plain mean", ["separation.blend=mean"]),
+    ("default", []),
+    ("75 % overlap, Hann blend", ["separation.patch_overlap=0.75", "separation.blend=hann"]),
+    ("75 % overlap, plain mean (the earlier default)", ["separation.patch_overlap=0.75", "separation.blend=mean"]),
+    ("50 % overlap, Hann blend", ["separation.patch_overlap=0.5", "separation.blend=hann"]),
+    ("50 % overlap, plain mean", ["separation.patch_overlap=0.5", "separation.blend=mean"]),
     ("no overlap", ["separation.patch_overlap=0"]),
-    ("a mask per channel", ["separation.stereo=each"]),
-    ("float32 network", ["separation.bfloat16=false"]),
-    ("batches of 64 patches", ["separation.batch_size=64"]),
+    ("a mask per channel (default: one from the channels' mean magnitude)", ["separation.stereo=each"]),
+    ("float32 network (default: bfloat16 where native)", ["separation.bfloat16=false"]),
+    ("batches of 64 patches (default: 16)", ["separation.batch_size=64"]),
 ]
 
 
