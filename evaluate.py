@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 from config import Config, InputError
 from data_generator import Track, load_tracks, read_audio
-from inference import OutputFiles, default_checkpoint, load_separator, separate_array
 from outputs import atomic_path, pyplot, save_figure, write_text
+from separation import OutputFiles, default_checkpoint, load_separator, separate_array
 from unet_model import UNet
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")

@@ -20,31 +20,19 @@ one, else the shipped model in pretrained/.
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import torch
 from tqdm import tqdm
 
-from config import Config, InputError, apply_overrides
-from data_generator import STFT, AudioFile, find_audio_files, from_patches, normalize_patches, to_patches
+from config import Config, InputError
+from data_generator import AudioFile, find_audio_files
 from demo_data import make_demo
-from devices import autocast, autocast_dtype, pick_device
-from outputs import partial_path, pyplot, save_figure
-from unet_model import UNet, load_model
-
-SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
-CHUNK_SECONDS = 30.0
-FADE_SECONDS = 0.5
-REPO = Path(__file__).resolve().parent
-TRAINED = Path("checkpoints") / "best.pt"
-SHIPPED = REPO / "pretrained" / "unet-mir1k.pt"
+from outputs import pyplot, save_figure
+from separation import SUBTYPES, TRAINED, OutputFiles, load_separator, separate_stream
+from unet_model import UNet
 
 
 def demo_song() -> Path:
@@ -52,166 +40,6 @@ def demo_song() -> Path:
     song = make_demo() / "test" / "demo-test-00" / "mixture.wav"
     print(f"no input given: separating {song} (a SYNTHETIC demo song; pass your own files)", file=sys.stderr)
     return song
-
-
-def default_checkpoint() -> Path:
-    """checkpoints/best.pt when a model has been trained here, else the shipped model."""
-    return TRAINED if TRAINED.is_file() else SHIPPED
-
-
-@torch.inference_mode()
-def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Vocal mask (channels, bins, frames) for a magnitude spectrogram of the same shape.
-
-    The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
-    of the patches that cover a frame are blended (`from_patches`).
-    """
-    device = next(model.parameters()).device
-    patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
-    patches = to_patches(mag, patch, hop)  # (C, n, bins, patch)
-    flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
-    flat, _ = normalize_patches(flat, cfg.audio.normalization)
-    masks = torch.empty_like(flat)
-    batch = cfg.separation.batch_size
-    dtype = autocast_dtype(device, cfg.separation.bfloat16)
-    for i in range(0, len(flat), batch):
-        x = flat[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            masks[i:i + batch] = model(x).float().cpu()
-    return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1], cfg.separation.blend)  # (C, bins, frames)
-
-
-def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
-    """Sharpen the vocal mask against its complement (power 1: unchanged)."""
-    if power == 1.0:
-        return mask
-    vocal, rest = mask.pow(power), (1 - mask).pow(power)
-    return vocal / (vocal + rest).clamp_min(1e-8)
-
-
-def extend_mask(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """The model's mask (1 or C, model_bins, frames) over every bin of `spec` (C, bins, frames).
-
-    Below the model's band: unchanged. Above it (inputs at rates above the model's), each
-    frame's bins take that frame's vocal share of the energy in the top octave of the
-    model's band, sum(mask * |X|^2) / sum(|X|^2): when the model hears voice near the top
-    of its band, the sibilants and air above it go with the vocals. At or below the
-    model's rate: the mask cut to the input's bins.
-    """
-    bins, model_bins = spec.shape[-2], mask.shape[-2]
-    if bins <= model_bins:
-        return mask[..., :bins, :]
-    power = spec[:, model_bins // 2: model_bins].abs().square()  # (C, model_bins / 2, frames)
-    if mask.shape[0] == 1:
-        power = power.mean(0, keepdim=True)  # one mask for every channel: their mean power
-    share = (mask[:, model_bins // 2:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)  # (1 or C, frames)
-    high = share.unsqueeze(-2).expand(-1, bins - model_bins, -1)  # (1 or C, bins - model_bins, frames)
-    return torch.cat([mask, high], dim=-2)  # (1 or C, bins, frames)
-
-
-def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
-                   views: dict[str, Any] | None = None) -> np.ndarray:
-    """Vocals (channels, samples) of one block of audio at its own rate.
-
-    One STFT at the input's rate (`STFT`: no resampling); the model sees its band of the
-    channels' mean magnitude ("shared": one mask serves every channel, one network pass) or
-    of each channel ("each"), and its mask, extended to the full band (`extend_mask`), is
-    applied to the channels. If `views` is given, it receives the block's magnitude, mask
-    and vocal magnitude (first channel).
-    """
-    transform = STFT(cfg.audio, rate)
-    x = torch.from_numpy(audio)  # (C, samples)
-    spec = transform(x)  # (C, bins, frames) complex
-    mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
-    if cfg.separation.stereo == "shared":
-        mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
-    mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
-    mask = extend_mask(mask, spec)  # (1 or C, bins, frames)
-    vocals = transform.inverse(spec * mask, x.shape[-1])  # (C, samples)
-    if views is not None:
-        views.update(mixture=spec[:1].abs(), mask=mask[:1], vocals=(spec[:1] * mask[:1]).abs(),
-                     seconds=x.shape[-1] / rate, rate=rate)
-    return vocals.numpy()
-
-
-def chunk_bounds(length: int, rate: int, cfg: Config) -> tuple[list[int], int, int, int]:
-    """Chunk boundaries over [0, length), and the context, cross-fade and patch grid (in samples)."""
-    patch_seconds = cfg.audio.patch_frames * cfg.audio.hop_length / cfg.audio.sample_rate
-    context = int((patch_seconds + FADE_SECONDS) * rate)
-    fade = int(FADE_SECONDS * rate)
-    chunk = int(max(CHUNK_SECONDS, 4 * patch_seconds) * rate)
-    n = max(1, round(length / chunk))
-    grid = STFT(cfg.audio, rate).hop * cfg.audio.patch_hop(cfg.separation.patch_overlap)
-    return np.linspace(0, length, n + 1).round().astype(int).tolist(), context, fade, grid
-
-
-def separate_stream(model: UNet, cfg: Config, read: Callable[[int, int], np.ndarray], length: int,
-                    rate: int, views: dict[str, Any] | None = None,
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield consecutive (mixture, vocals) pieces that together cover samples [0, length).
-
-    Each chunk is separated with at least `context` samples of audio on both sides, read
-    from a multiple of the patch grid, so that its frames and patches are those of the
-    whole song: away from the cross-fades (2 * `fade` samples around each boundary) the
-    result equals separating the song in one piece.
-    """
-    bounds, context, fade, grid = chunk_bounds(length, rate, cfg)
-    ramp = np.linspace(0.0, 1.0, 2 * fade, dtype=np.float32)
-    tail = None
-    for start, stop in itertools.pairwise(bounds):
-        a, b = max(0, (start - context) // grid * grid), min(length, stop + context)
-        mix = read(a, b)
-        vocals = separate_block(model, cfg, mix, rate, views if start == 0 else None)
-        if tail is not None:
-            blend = slice(start - fade - a, start + fade - a)
-            yield mix[:, blend], tail * (1 - ramp) + vocals[:, blend] * ramp
-        keep = slice(start - a + (fade if start > 0 else 0), stop - a - (fade if stop < length else 0))
-        yield mix[:, keep], vocals[:, keep]
-        tail = vocals[:, stop - fade - a: stop + fade - a] if stop < length else None
-
-
-def separate_array(model: UNet, cfg: Config, audio: np.ndarray, rate: int) -> np.ndarray:
-    """Vocals (channels, samples) of a whole song held in memory."""
-    pieces = separate_stream(model, cfg, lambda a, b: audio[:, a:b], audio.shape[1], rate)
-    return np.concatenate([vocals for _, vocals in pieces], axis=1)
-
-
-class OutputFiles:
-    """vocals and accompaniment written to temporary names, renamed only on success."""
-
-    def __init__(self, folder: Path, rate: int, channels: int, fmt: str, bits: str) -> None:
-        if fmt == "flac" and bits == "32f":
-            raise InputError("flac stores 16 or 24 bits; use --bits 16 or 24 (or --format wav)")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise InputError(f"{folder}: cannot create output folder ({err.strerror})") from None
-        self.final = [folder / f"{name}.{fmt}" for name in ("vocals", "accompaniment")]
-        self.tmp = [partial_path(p) for p in self.final]
-        self.pcm = bits != "32f"
-        try:
-            self.files = [sf.SoundFile(str(p), "w", rate, channels, SUBTYPES[bits], format=fmt.upper())
-                          for p in self.tmp]
-        except (sf.SoundFileError, RuntimeError, OSError) as err:
-            self.discard()
-            raise InputError(f"{folder}: cannot write output files ({err})") from None
-
-    def write(self, mixture: np.ndarray, vocals: np.ndarray) -> None:
-        for f, audio in zip(self.files, (vocals, mixture - vocals)):
-            f.write(np.clip(audio.T, -1.0, 1.0) if self.pcm else audio.T)
-
-    def commit(self) -> list[Path]:
-        for f in self.files:
-            f.close()
-        for tmp, final in zip(self.tmp, self.final):
-            os.replace(tmp, final)
-        return self.final
-
-    def discard(self) -> None:
-        for f in getattr(self, "files", []):
-            f.close()
-        for tmp in self.tmp:
-            tmp.unlink(missing_ok=True)
 
 
 def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
@@ -277,16 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
                    help="change how the model is applied, e.g. --set separation.mask_power=2")
     return p.parse_args(argv)
-
-
-def load_separator(checkpoint: str | Path | None, device: str, overrides: list[str]) -> tuple[UNet, Config]:
-    """The checkpoint's model (None: `default_checkpoint`, named on stderr) and config, with
-    separation overrides applied."""
-    if checkpoint is None:
-        checkpoint = default_checkpoint()
-        print(f"model: {checkpoint}" + (" (the shipped model)" if checkpoint == SHIPPED else ""), file=sys.stderr)
-    model, cfg = load_model(checkpoint, pick_device(device))
-    return model, apply_overrides(cfg, overrides, sections=("separation",))
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import inference
+import separation
 from data_generator import load_tracks, read_audio
 from unet_model import load_model
 
@@ -84,7 +84,7 @@ RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "top bin copied": top_bin_copied,
     "mean of the top 32 bins": top_bins_mean,
     "voicing share, whole band": whole_band_voicing,
-    "voicing share, top octave (default)": inference.extend_mask,
+    "voicing share, top octave (default)": separation.extend_mask,
 }
 
 
@@ -124,9 +124,9 @@ def main() -> None:
         return
     model, cfg = load_model(args.checkpoint)
     for name, rule in RULES.items():
-        inference.extend_mask = rule  # separate_block looks it up at call time
+        separation.extend_mask = rule  # separate_block looks it up at call time
         for song, mixture, vocals, rate in measured:
-            report(name, song, mixture, vocals, inference.separate_array(model, cfg, mixture, rate), rate)
+            report(name, song, mixture, vocals, separation.separate_array(model, cfg, mixture, rate), rate)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def demo_gain_db(checkpoint: Path, demo_root: Path) -> float:
     """Mean SDR gain (BSS Eval v3, dB) of the separated vocals over the mixture on the demo test tracks."""
     from data_generator import load_tracks
     from evaluate import bss_eval_v3
-    from inference import separate_array
+    from separation import separate_array
     from unet_model import load_model
 
     model, cfg = load_model(checkpoint)

@@ -1,4 +1,4 @@
-"""inference.py: outputs people get, and the bad-input matrix."""
+"""inference.py and separation.py: outputs people get, and the bad-input matrix."""
 
 import shutil
 import subprocess
@@ -11,8 +11,9 @@ import torch
 from helpers import REPO, demo_gain_db, run_main, shared_path, song, write_wav
 
 import inference
+import separation
 from config import Config
-from inference import chunk_bounds, separate_array
+from separation import chunk_bounds, separate_array
 from unet_model import UNet, count_parameters, load_model, read_checkpoint
 
 
@@ -62,7 +63,7 @@ def test_chunked_separation_equals_one_piece_away_from_the_cross_fades(checkpoin
     bounds, _, fade, _ = chunk_bounds(mix.shape[1], rate, cfg)
     assert len(bounds) > 2  # really chunked
     chunked = separate_array(model, cfg, mix, rate)
-    monkeypatch.setattr(inference, "CHUNK_SECONDS", 1e9)
+    monkeypatch.setattr(separation, "CHUNK_SECONDS", 1e9)
     whole = separate_array(model, cfg, mix, rate)
     assert chunked.shape == whole.shape == mix.shape
     away = np.ones(mix.shape[1], bool)
@@ -263,14 +264,14 @@ def test_formats_only_ffmpeg_reads(checkpoint, tmp_path):
 
 
 def test_shipped_model_loads_compact_and_beats_the_mixture_on_made_songs(demo_root):
-    assert inference.SHIPPED.stat().st_size < 25 * 2**20
-    payload = read_checkpoint(inference.SHIPPED)
+    assert separation.SHIPPED.stat().st_size < 25 * 2**20
+    payload = read_checkpoint(separation.SHIPPED)
     assert payload["model"]["encoder.0.0.weight"].dtype == torch.float16
     assert "MIR-1K" in payload["provenance"]["data"]
     net = UNet(Config.from_dict(payload["config"]).model)
     net.load_state_dict(payload["model"])
     assert count_parameters(net) == 9_823_313  # as the README states
-    assert demo_gain_db(inference.SHIPPED, demo_root) > 3.0
+    assert demo_gain_db(separation.SHIPPED, demo_root) > 3.0
 
 
 def test_shipped_model_separates_mir1k_clips(tmp_path):
