@@ -119,6 +119,7 @@ def test_summary_equals_museval_aggregation_on_stored_scores():
     from museval.aggregate import json2df
 
     scores = {p.stem: p.read_text() for p in sorted(DATA.glob("made-up track *.json"))}
+    assert len(scores) == 3
     rows, summary = evaluate.museval_tables(scores)
     store = museval.EvalStore()
     for name, text in scores.items():
