@@ -18,7 +18,7 @@ them (museval is single-threaded), each writing the track's JSON as soon as it i
 At most workers + 1 tracks are in flight, so memory does not grow with the number of
 tracks; an interrupted run resumes without re-separating (estimates on disk) or
 re-scoring (JSON on disk) what is done. Each scoring process needs about
-MUSEVAL_BYTES_PER_SAMPLE bytes per sample and channel of the longest track (about 3.3 GB
+MUSEVAL_BYTES_PER_SAMPLE bytes per sample and channel of the longest track (about 3.4 GB
 for 4 minutes of 44.1 kHz stereo); --workers 0 takes one per core, as many as fit in
 the available memory. --save-estimates keeps the separated audio.
 """
@@ -51,7 +51,7 @@ from unet_model import UNet
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 TARGETS = ("vocals", "accompaniment")
 # Peak memory of museval's BSS Eval v4 per sample and channel of a track, two sources
-# (measured: 3.3 GB for a 4-minute 44.1 kHz stereo track, benchmarks/evaluation.py).
+# (measured: 3.4 GB for a 4-minute 44.1 kHz stereo track, benchmarks/evaluation.py).
 MUSEVAL_BYTES_PER_SAMPLE = 160
 
 
@@ -194,11 +194,12 @@ def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_di
         score_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
-    todo = [job for job in jobs if not job.scores.exists()]
-    if not keep_estimates:  # a run stopped between scoring a track and removing its estimates
-        for job in jobs:
-            if job.scores.exists():
-                shutil.rmtree(job.estimates, ignore_errors=True)
+    todo = []
+    for job in jobs:
+        if not job.scores.exists():
+            todo.append(job)
+        elif not keep_estimates:  # a run stopped between scoring a track and removing its estimates
+            shutil.rmtree(job.estimates, ignore_errors=True)
     if todo:
         workers = scoring_workers(workers, [job.track for job in todo])
         with tqdm(total=len(todo), desc="tracks", unit="track", disable=None) as bar:

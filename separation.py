@@ -85,12 +85,19 @@ def extend_mask(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     bins, model_bins = spec.shape[-2], mask.shape[-2]
     if bins <= model_bins:
         return mask[..., :bins, :]
-    power = spec[:, model_bins // 2: model_bins].abs().square()  # (C, model_bins / 2, frames)
-    if mask.shape[0] == 1:
-        power = power.mean(0, keepdim=True)  # one mask for every channel: their mean power
-    share = (mask[:, model_bins // 2:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)  # (1 or C, frames)
+    share = voicing_share(mask, spec, model_bins // 2)  # (1 or C, frames)
     high = share.unsqueeze(-2).expand(-1, bins - model_bins, -1)  # (1 or C, bins - model_bins, frames)
     return torch.cat([mask, high], dim=-2)  # (1 or C, bins, frames)
+
+
+def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> torch.Tensor:
+    """Per frame, the vocal share of the energy in the model's bins from `first_bin` up:
+    sum(mask * |X|^2) / sum(|X|^2) -> (1 or C, frames); one mask for every channel uses their
+    mean power."""
+    power = spec[:, first_bin: mask.shape[-2]].abs().square()  # (C, bins used, frames)
+    if mask.shape[0] == 1:
+        power = power.mean(0, keepdim=True)
+    return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
 
 
 def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,

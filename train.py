@@ -396,11 +396,6 @@ def plot_history(out_dir: Path, history: list[dict[str, float]]) -> None:
 FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers"}
 
 
-def init_config(path: str) -> Config:
-    """The config of the checkpoint that `--init` starts from."""
-    return Config.from_dict(read_checkpoint(path)["config"])
-
-
 def check_fine_tune(start: Config, cfg: Config, path: str) -> None:
     """InputError when cfg changes a setting the checkpoint's weights depend on."""
     for section in ("audio", "model"):
@@ -411,11 +406,12 @@ def check_fine_tune(start: Config, cfg: Config, path: str) -> None:
                                  f"{theirs[name]} (its weights were trained with that)")
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    """Defaults (or the --init checkpoint's audio and model settings), then flags and --set."""
+def build_config(args: argparse.Namespace, init: dict[str, Any] | None = None) -> Config:
+    """Defaults (or the audio and model settings of the --init checkpoint, read here unless
+    given as `init`), then flags and --set."""
     base = Config()
     if args.init:
-        start = init_config(args.init)
+        start = Config.from_dict((init or read_checkpoint(args.init))["config"])
         base.audio, base.model = start.audio, start.model
     overrides = list(args.set)
     for flag, field in (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
@@ -455,7 +451,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> Path:
     """Run training as the flags say; returns the checkpoint folder."""
-    cfg = build_config(args)
+    init = read_checkpoint(args.init) if args.init else None  # read once: config here, weights below
+    cfg = build_config(args, init)
     if args.init and args.resume:
         raise InputError("--init and --resume exclude each other (--resume continues its own run)")
     out_dir = Path(args.checkpoint_dir)
@@ -479,8 +476,8 @@ def train(args: argparse.Namespace) -> Path:
         dist.barrier()
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device)
     model = UNet(cfg.model)
-    if args.init:
-        model.load_state_dict(read_checkpoint(args.init)["model"])
+    if init:
+        model.load_state_dict(init["model"])
     model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))

@@ -91,12 +91,17 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config, **state: Any) -> None:
     """Write model weights, config and training state atomically (write, then rename)."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    write_checkpoint(path, cfg, model.state_dict(), **state)
+
+
+def write_checkpoint(path: str | os.PathLike, cfg: Config, weights: dict[str, torch.Tensor], **extra: Any) -> Path:
+    """A checkpoint file (format, config, weights and `extra`), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(), **state}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": weights, **extra}, tmp)
+    return path
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -139,12 +144,7 @@ def export_model(source: str | os.PathLike, target: str | os.PathLike, separatio
     cfg = apply_overrides(Config.from_dict(payload["config"]), list(separation), sections=("separation",))
     state = {name: value.half() if value.is_floating_point() and "running" not in name else value
              for name, value in payload["model"].items()}
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": state,
-                    "provenance": provenance}, tmp)
-    return target
+    return write_checkpoint(target, cfg, state, provenance=provenance)
 
 
 def main() -> None:

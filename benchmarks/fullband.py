@@ -50,33 +50,32 @@ def museval_sdr(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray
     return float(np.nanmedian(sdr[0]))
 
 
+def above(mask: torch.Tensor, spec: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The mask (1, model_bins, frames) with `rows` (1, 1, frames) repeated over every bin of spec above it."""
+    extra = max(0, spec.shape[-2] - mask.shape[-2])
+    return torch.cat([mask, rows.expand(-1, extra, -1)], dim=-2)[..., : spec.shape[-2], :]
+
+
 def nothing_above(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """No vocals above the model's band (what resampling to the model's rate gave)."""
-    bins = spec.shape[-2]
-    return torch.nn.functional.pad(mask, (0, 0, 0, max(0, bins - mask.shape[-2])))[..., :bins, :]
+    return above(mask, spec, torch.zeros_like(mask[..., -1:, :]))
 
 
 def top_bin_copied(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """The model's top bin's mask copied upwards."""
-    extra = spec.shape[-2] - mask.shape[-2]
-    return torch.cat([mask, mask[..., -1:, :].expand(-1, max(0, extra), -1)], dim=-2)[..., : spec.shape[-2], :]
+    return above(mask, spec, mask[..., -1:, :])
 
 
 def top_bins_mean(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """The mean mask of the model's top 32 bins, per frame, copied upwards."""
-    extra = spec.shape[-2] - mask.shape[-2]
-    top = mask[..., -32:, :].mean(-2, keepdim=True)
-    return torch.cat([mask, top.expand(-1, max(0, extra), -1)], dim=-2)[..., : spec.shape[-2], :]
+    return above(mask, spec, mask[..., -32:, :].mean(-2, keepdim=True))
 
 
 def whole_band_voicing(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """Per frame, the vocal share of the energy in the model's whole band, copied upwards."""
-    bins, model_bins = spec.shape[-2], mask.shape[-2]
-    if bins <= model_bins:
-        return mask[..., :bins, :]
-    power = spec[:, :model_bins].abs().square().mean(0, keepdim=True)
-    share = (mask * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
-    return torch.cat([mask, share.unsqueeze(-2).expand(-1, bins - model_bins, -1)], dim=-2)
+    if spec.shape[-2] <= mask.shape[-2]:
+        return mask[..., : spec.shape[-2], :]
+    return above(mask, spec, separation.voicing_share(mask, spec, 0).unsqueeze(-2))
 
 
 RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
