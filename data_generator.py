@@ -16,6 +16,7 @@ Datasets (all behind `load_tracks`):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 
 from config import AudioConfig, Config, InputError, TrainConfig, run_script
 from demo_data import make_demo
+from outputs import atomic_path
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf",
                     ".w64", ".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".mka"}
@@ -284,7 +286,8 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
 @dataclass
 class Track:
     """One song, read on demand: `load()` returns (mixture, vocals, rate), float32 (channels, samples);
-    `seconds()` its length, from the file header.
+    `seconds()` its length, from the file header; `files` the files (or folders) it is read
+    from, which name its cached spectra (none: not cached).
 
     Nothing is held in memory between loads, so a dataset of hours of audio costs nothing
     until it is used; a Track pickles small (paths only), so worker processes can load it.
@@ -293,6 +296,21 @@ class Track:
     name: str
     load: Callable[[], tuple[np.ndarray, np.ndarray, int]]
     seconds: Callable[[], float]
+    files: tuple[Path, ...] = ()
+
+
+def spectra_key(track: Track, audio: AudioConfig) -> str | None:
+    """The cache name of a track's training spectra: a hash of its files (path, size, modification
+    time) and of the settings that shape the spectra; None when the track names no files."""
+    if not track.files:
+        return None
+    stats = []
+    for path in track.files:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            info = file.stat()
+            stats.append((str(file.resolve()), info.st_size, info.st_mtime_ns))
+    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames)
+    return hashlib.sha1(repr((stats, shape)).encode()).hexdigest()[:24]
 
 
 def header_seconds(path: Path) -> float:
@@ -315,7 +333,7 @@ def load_tracks(dataset: str, root: str | os.PathLike | None, subset: str,
     if dataset == "musdb":
         return load_musdb(Path(root), subset, is_wav, split)
     if dataset == "mir1k":
-        return [Track(clip.stem, partial(read_mir1k_clip, clip), partial(header_seconds, clip))
+        return [Track(clip.stem, partial(read_mir1k_clip, clip), partial(header_seconds, clip), (clip,))
                 for clip in mir1k_clips(Path(root), subset)]
     raise InputError(f"unknown dataset '{dataset}' (expected musdb, mir1k, stems or demo)")
 
@@ -325,8 +343,8 @@ def load_wav_folders(root: Path, subset: str) -> list[Track]:
     folders = sorted(p for p in (root / subset).glob("*") if (p / "vocals.wav").is_file())
     if not folders:
         raise InputError(f"{root}: no tracks in '{subset}' (expected {subset}/<track>/vocals.wav)")
-    return [Track(folder.name, partial(read_stem_folder, folder), partial(header_seconds, folder / "mixture.wav"))
-            for folder in folders]
+    return [Track(folder.name, partial(read_stem_folder, folder), partial(header_seconds, folder / "mixture.wav"),
+                  (folder / "mixture.wav", folder / "vocals.wav")) for folder in folders]
 
 
 def read_stem_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -355,7 +373,8 @@ def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list
         kind = "MUSDB18-HQ wav" if is_wav else "MUSDB18 .stem.mp4"
         raise InputError(f"{root}: no {kind} tracks in '{subset}'" + ("" if is_wav else
                          " (use --is-wav for MUSDB18-HQ folders)"))
-    return [Track(t.name, partial(read_musdb_track, t), partial(getattr, t, "duration")) for t in db.tracks]
+    return [Track(t.name, partial(read_musdb_track, t), partial(getattr, t, "duration"), (Path(t.path),))
+            for t in db.tracks]
 
 
 def read_musdb_track(track: Any) -> tuple[np.ndarray, np.ndarray, int]:
@@ -414,29 +433,32 @@ class PatchDataset(Dataset):
     """Patches for training: batches (through `collate`) of normalized (mixture, vocals)
     magnitudes, each (batch, 1, bins, patch_frames).
 
-    Each track's complex STFTs (vocals and accompaniment, mono, at the model's rate) are
-    computed once, at the track's own rate by `STFT` (the model's band only), and kept in
-    memory as float16 (MUSDB18's 86 training tracks: about 5 GB at 16 kHz / hop 256). With `remix`, an item may put the
-    vocals of its track over the accompaniment of another, each with a random gain;
-    mixing is done on complex spectra, so it equals the STFT of the remixed waveform.
+    Each track's complex STFTs (vocals and accompaniment, mono) are computed once, at the
+    track's own rate by `STFT` (the model's band only), as float16: 8 bytes per bin and
+    frame. In memory by default (MUSDB18's 86 training tracks: about 5 GB at 16 kHz / hop
+    256); with `cache`, written once to that folder and memory-mapped, so that a large set
+    (the same tracks at 44.1 kHz, n_fft 2048, hop 512: about 14 GB) costs page cache, not
+    process memory, and later runs skip decoding. With `remix`, an item may put the vocals
+    of its track over the accompaniment of another, each with a random gain; mixing is done
+    on complex spectra, so it equals the STFT of the remixed waveform.
     """
 
-    def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False) -> None:
+    def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:
         self.audio = cfg.audio
         self.train = cfg.train
         self.remix = remix
-        self.specs: list[torch.Tensor] = []  # (2 sources, 2 re/im, bins, frames) float16
+        self.specs: list[np.ndarray] = []  # (2 sources, 2 re/im, bins, frames) float16, maybe memory-mapped
         self.index: list[tuple[int, int]] = []  # (track, first frame)
         hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
         for t, track in enumerate(tracks):
-            spec = self.track_spectrogram(track)
+            spec = self.track_spectrogram(track) if cache is None else self.cached_spectrogram(track, cache)
             self.specs.append(spec)
             frames = spec.shape[-1]
             starts = range(0, max(1, frames - cfg.audio.patch_frames + hop), hop)
             self.index.extend((t, s) for s in starts)
         self.rng = np.random.default_rng(cfg.train.seed)
 
-    def track_spectrogram(self, track: Track) -> torch.Tensor:
+    def track_spectrogram(self, track: Track) -> np.ndarray:
         """(2 sources, 2 re/im, bins, frames) float16: the model's band of the track's mono STFTs."""
         mixture, vocals, rate = track.load()
         sources = torch.from_numpy(np.stack([vocals.mean(0), (mixture - vocals).mean(0)]))  # (2, samples)
@@ -444,15 +466,32 @@ class PatchDataset(Dataset):
         spec = transform.model_band(transform(sources))  # (2, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
-        return torch.stack([spec.real, spec.imag], dim=1).half()
+        return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
+
+    def cached_spectrogram(self, track: Track, cache: Path) -> np.ndarray:
+        """`track_spectrogram`, memory-mapped from `cache`; computed and written there when absent
+        (tracks that name no files are kept in memory)."""
+        key = spectra_key(track, self.audio)
+        if key is None:
+            return self.track_spectrogram(track)
+        path = cache / f"{key}.npy"
+        if not path.exists():
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, self.track_spectrogram(track))
+            except OSError as err:
+                raise InputError(f"{cache}: cannot write the spectra cache ({err.strerror})") from None
+        return np.load(path, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.index)
 
     def patch(self, track: int, start: int) -> torch.Tensor:
+        """(2 sources, 2 re/im, bins, patch_frames) float16, copied out of the track's spectra."""
         spec = self.specs[track]
         start = min(start, spec.shape[-1] - self.audio.patch_frames)
-        return spec[..., start:start + self.audio.patch_frames]
+        return torch.from_numpy(np.array(spec[..., start:start + self.audio.patch_frames]))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and 2 gains.

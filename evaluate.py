@@ -12,9 +12,10 @@ mir1k: BSS Eval v3 on whole clips (the MIR-1K papers' protocol), tracks.csv per 
 and summary.csv with GNSDR, GSIR, GSAR (length-weighted means; NSDR = SDR(estimate) -
 SDR(mixture)).
 
-How the work flows: the main process separates one track at a time (all cores, the
-network) and writes its estimates to OUT/estimates/<track>/; --workers processes score
-them (museval is single-threaded), each writing the track's JSON as soon as it is done.
+How the work flows: the main process separates one track at a time and writes its
+estimates to OUT/estimates/<track>/; --workers processes score them (museval is
+single-threaded), each writing the track's JSON as soon as it is done. The network gets
+the cores the scorers leave (at least one), so no core is shared by two busy threads.
 At most workers + 1 tracks are in flight, so memory does not grow with the number of
 tracks; an interrupted run resumes without re-separating (estimates on disk) or
 re-scoring (JSON on disk) what is done. Each scoring process needs about
@@ -31,6 +32,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from config import Config, InputError
@@ -58,11 +61,18 @@ MUSEVAL_BYTES_PER_SAMPLE = 160
 # ---------------------------------------------------------------- scoring (runs in workers)
 
 
-def limit_threads() -> None:
-    """One BLAS thread per scoring process, so N processes use N cores."""
+def init_scorer(parent: int) -> None:
+    """A scoring process: one BLAS thread, so N processes use N cores; and on Linux it ends
+    with evaluate.py even when that is killed outright (otherwise it would linger, idle)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
 
 
 def score_musdb(name: str, rate: int, references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> str:
@@ -145,7 +155,9 @@ def run_jobs(model: UNet, cfg: Config, jobs: list[Job], scorer: str, workers: in
     next track is separated, so it is ready when a scorer frees up, and no more wait.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=limit_threads) as pool:
+    with (ProcessPoolExecutor(workers, mp_context=context, initializer=init_scorer,
+                              initargs=(os.getpid(),)) as pool,
+          torch_threads(max(1, torch.get_num_threads() - workers))):
         pending: set[Future] = set()
         for job in jobs:
             if not (job.estimates / "vocals.wav").exists():
@@ -157,6 +169,17 @@ def run_jobs(model: UNet, cfg: Config, jobs: list[Job], scorer: str, workers: in
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from (future.result() for future in done)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to `count` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_memory() -> int:

@@ -3,6 +3,8 @@
     python train.py                                   # MUSDB_PATH, else the MUSDB18 preview, else demo
     python train.py --dataset mir1k --root ../shared/data/MIR-1K --max-minutes 20
     python train.py --dataset musdb --root ~/musdb18hq --is-wav --epochs 100 --device cuda
+    python train.py --dataset musdb --root ~/musdb18hq --is-wav --spectra-cache ~/cache/spectra \
+        --set audio.sample_rate=44100 --set audio.n_fft=2048 --set audio.hop_length=512   # full band
     python train.py --resume                          # continue from checkpoints/last.pt
     python train.py --dataset stems --root my-songs --init pretrained/unet-mir1k.pt --max-minutes 30
     python train.py --set audio.hop_length=768 --set train.loss=magnitude
@@ -21,6 +23,9 @@ Ctrl-C or SIGTERM (to any one process of a torchrun job) every process stops at 
 step, validates, and rank 0 writes the checkpoints. --batch-size is the global batch:
 under torchrun each of N processes takes batch/N. --init starts from a trained model's
 weights (fine-tuning; new optimizer, the checkpoint's audio and model settings).
+--spectra-cache DIR writes each track's training spectra to DIR once and memory-maps
+them (8 bytes per bin and frame; a set larger than memory, e.g. MUSDB18 at 44.1 kHz),
+named by the track's files and the audio settings, so later runs skip decoding.
 """
 
 from __future__ import annotations
@@ -194,12 +199,12 @@ def preview_or_demo() -> tuple[str, str | None]:
 
 
 def make_loaders(cfg: Config, dataset: str, root: str | None, is_wav: bool, rank: int, world: int,
-                 device: torch.device) -> tuple[DataLoader, DataLoader]:
+                 device: torch.device, cache: Path | None = None) -> tuple[DataLoader, DataLoader]:
     train_tracks, valid_tracks = train_valid_tracks(dataset, root, is_wav, cfg.train)
     if not valid_tracks:
         raise InputError(f"dataset '{dataset}' has too few tracks to hold out a validation set")
-    train_set = PatchDataset(train_tracks, cfg, remix=cfg.train.remix)
-    valid_set = PatchDataset(valid_tracks, cfg)
+    train_set = PatchDataset(train_tracks, cfg, remix=cfg.train.remix, cache=cache)
+    valid_set = PatchDataset(valid_tracks, cfg, cache=cache)
     per_process = max(1, cfg.train.batch_size // world)
     if world > 1:
         train_sampler = DistributedSampler(train_set, world, rank, shuffle=cfg.train.shuffle,
@@ -440,6 +445,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-workers", type=int, help="DataLoader worker processes (default: 0 on CPU, 4 on CUDA)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget of the whole run")
     p.add_argument("--checkpoint-dir", default="checkpoints")
+    p.add_argument("--spectra-cache", metavar="DIR",
+                   help="keep the training spectra in DIR, memory-mapped (large sets; later runs skip decoding)")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this model's weights (fine-tuning)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -474,7 +481,8 @@ def train(args: argparse.Namespace) -> Path:
         make_demo()  # build it once, before the other ranks read it
     if world > 1:
         dist.barrier()
-    train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device)
+    cache = Path(args.spectra_cache) if args.spectra_cache else None
+    train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device, cache)
     model = UNet(cfg.model)
     if init:
         model.load_state_dict(init["model"])

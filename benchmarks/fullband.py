@@ -17,21 +17,17 @@ over 1 s frames).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import SAMPLE
 
 import separation
 from data_generator import load_tracks, read_audio
 from unet_model import load_model
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "musdb18-sample"
 
 
 def band_sdr(reference: np.ndarray, estimate: np.ndarray, rate: int, low: float, high: float) -> float:
@@ -92,7 +88,7 @@ def songs(demo: bool) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
     if demo:
         tracks = load_tracks("demo", None, "test")
     else:
-        tracks = load_tracks("musdb", SHARED, "test") + load_tracks("musdb", SHARED, "train")
+        tracks = load_tracks("musdb", SAMPLE, "test") + load_tracks("musdb", SAMPLE, "train")
     return [(t.name, *t.load()) for t in tracks]
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import cpu_name
 
 from config import Config, apply_overrides
 from data_generator import read_audio, resample
@@ -228,14 +226,6 @@ def row(name: str, result: dict, seconds: float, extra: str = "") -> str:
         return f"| {name} | failed: {result['error'][:80]} | | | |"
     return (f"| {name} | {result['seconds']:.2f} | {seconds / result['seconds']:.0f}x | "
             f"{result['peak_rss_mb']:.0f} | {extra} |")
-
-
-def cpu_name() -> str:
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

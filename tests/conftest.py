@@ -27,3 +27,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def checkpoint(trained: Path) -> Path:
     return trained / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def fullband_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
+    """A model trained at 44.1 kHz that sees the whole band (n_fft 1024, hop 256: 513 bins up to
+    22 kHz) on the demo set, briefly (about two minutes)."""
+    out = tmp_path_factory.mktemp("fullband")
+    train.train(train.parse_args(["--dataset", "demo", "--epochs", "12", "--checkpoint-dir", str(out),
+                                  "--device", "cpu", "--lr", "2e-3", "--set", "audio.sample_rate=44100"]))
+    return out / "best.pt"

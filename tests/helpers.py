@@ -76,3 +76,10 @@ def demo_gain_db(checkpoint: Path, demo_root: Path) -> float:
         unprocessed = bss_eval_v3(references, np.stack([mixture, mixture]))["SDR"][0]
         gains.append(separated - unprocessed)
     return float(np.mean(gains))
+
+
+def high_pass(audio: np.ndarray, rate: int, cutoff: float) -> np.ndarray:
+    """(channels, samples) with every frequency below `cutoff` Hz removed (FFT brick wall)."""
+    spectrum = np.fft.rfft(audio, axis=-1)
+    spectrum[..., np.fft.rfftfreq(audio.shape[-1], 1 / rate) < cutoff] = 0
+    return np.fft.irfft(spectrum, audio.shape[-1], axis=-1)

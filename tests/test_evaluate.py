@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import REPO, run_main, shared_path
 
 import evaluate
@@ -60,15 +61,30 @@ def test_mir1k_clips_give_gnsdr_and_resume_without_rescoring(checkpoint, tmp_pat
     assert "GNSDR" in out
 
 
+def group_ends_within(group: int, seconds: float) -> bool:
+    """Whether every process of a process group has ended (and been reaped) within `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def kill_after_first_score_then_resume(argv, scores, expected):
-    """Start evaluate.py, SIGKILL it once a first JSON exists, run it again: finished JSONs are kept."""
+    """Start evaluate.py, SIGKILL it once a first JSON exists, run it again: finished JSONs are kept,
+    and no scoring process outlives the killed run."""
     cmd = [sys.executable, "evaluate.py", *argv]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group, to find its children after it
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not list(scores.glob("*.json")):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert group_ends_within(proc.pid, 10), "a scoring process outlived the killed evaluate.py"
     finished = {p: p.stat().st_mtime_ns for p in scores.glob("*.json")}
     assert finished
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -211,10 +227,17 @@ def test_two_workers_give_the_same_scores_as_one(checkpoint, tmp_path):
     assert results[0] == pytest.approx(results[1])
 
 
-def test_two_workers_give_the_same_scores_as_one_on_own_stems(checkpoint, demo_root, tmp_path):
+def test_two_workers_give_the_same_scores_as_one_on_own_stems(checkpoint, demo_root, tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    used = []
+    separate = evaluate.separate_to_disk
+    monkeypatch.setattr(evaluate, "separate_to_disk", lambda *a: (used.append(torch.get_num_threads()), separate(*a)))
     results = [medians(evaluate.evaluate_model(checkpoint, "stems", str(demo_root), out_dir=tmp_path / str(n),
                                                workers=n, tracks=3, device="cpu")) for n in (1, 2)]
     assert results[0] == pytest.approx(results[1])
+    # the network takes the cores the scorers leave, and gives them back
+    assert used == [max(1, threads - 1)] * 3 + [max(1, threads - 2)] * 3
+    assert torch.get_num_threads() == threads
 
 
 def test_own_stems_folder_is_scored_with_museval(checkpoint, demo_root, tmp_path):

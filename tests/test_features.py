@@ -1,20 +1,25 @@
 """Features shared by training and inference: STFT, patches, blending, normalization, batches, targets."""
 
+import os
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from config import Config, apply_overrides
+from config import Config, InputError, apply_overrides
 from data_generator import (
     STFT,
     PatchDataset,
     Track,
     from_patches,
+    load_tracks,
     mask_loss,
     normalize_patches,
     oracle_mask,
     patch_padding,
     resample,
+    spectra_key,
     split_validation,
     to_patches,
 )
@@ -168,3 +173,43 @@ def test_resample_keeps_duration_and_a_tone():
     assert y.shape == (1, rate_out)
     spectrum = np.abs(np.fft.rfft(y[0]))
     assert abs(np.argmax(spectrum) - 440) <= 1
+
+
+def stem_folders(root, count, seconds=2.0, rate=44100):
+    """`count` made-up songs in the MUSDB18-HQ layout under root/train."""
+    for i, track in enumerate(made_tracks(count, seconds, rate)):
+        mixture, vocals, _ = track.load()
+        folder = root / "train" / f"song{i}"
+        folder.mkdir(parents=True)
+        sf.write(folder / "mixture.wav", mixture.T, rate, subtype="FLOAT")
+        sf.write(folder / "vocals.wav", vocals.T, rate, subtype="FLOAT")
+    return load_tracks("stems", root, "train")
+
+
+def test_spectra_cache_is_memory_mapped_equal_and_reused_until_a_file_or_setting_changes(tmp_path):
+    cfg = Config()
+    tracks = stem_folders(tmp_path / "songs", 2)
+    cache = tmp_path / "cache"
+    in_memory = PatchDataset(tracks, cfg)
+    cached = PatchDataset(tracks, cfg, cache=cache)
+    assert all(isinstance(spec, np.memmap) for spec in cached.specs)
+    assert len(list(cache.glob("*.npy"))) == 2 and cached.index == in_memory.index
+    for i in (0, len(cached) - 1):
+        assert all(torch.equal(a, b) for a, b in zip(cached[i][:2], in_memory[i][:2]))
+    files = sorted(cache.iterdir())
+    stamps = [f.stat().st_mtime_ns for f in files]
+    reread = [Track(t.name, lambda: pytest.fail("a cached track was decoded again"), t.seconds, t.files)
+              for t in tracks]
+    PatchDataset(reread, cfg, cache=cache)
+    assert sorted(cache.iterdir()) == files and [f.stat().st_mtime_ns for f in files] == stamps
+    key = spectra_key(tracks[0], cfg.audio)
+    assert spectra_key(tracks[0], apply_overrides(cfg, ["audio.hop_length=512"]).audio) != key
+    os.utime(tracks[0].files[1], ns=(1, 1))  # vocals.wav changed
+    assert spectra_key(tracks[0], cfg.audio) != key and spectra_key(tracks[1], cfg.audio) in {f.stem for f in files}
+
+
+def test_an_unwritable_spectra_cache_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="cannot write the spectra cache"):
+        PatchDataset(stem_folders(tmp_path / "songs", 1), Config(), cache=blocker / "cache")

@@ -146,8 +146,10 @@ def test_fine_tuning_starts_from_a_checkpoints_weights_on_own_stems(checkpoint, 
     init = ["--dataset", "stems", "--root", str(demo_root), "--device", "cpu", "--init", str(checkpoint),
             "--set", "train.samples_per_epoch=32"]
     before = demo_gain_db(checkpoint, demo_root)
-    code, _, err = run_main(train.main, [*init, "--epochs", "1", "--lr", "1e-5", "--checkpoint-dir", str(tmp_path)])
+    code, _, err = run_main(train.main, [*init, "--epochs", "1", "--lr", "1e-5", "--checkpoint-dir", str(tmp_path),
+                                         "--spectra-cache", str(tmp_path / "spectra")])
     assert code == 0, err
+    assert len(list((tmp_path / "spectra").glob("*.npy"))) == len(list((demo_root / "train").iterdir()))
     # one tiny step from the trained weights: still as good as them, far from a fresh model
     assert demo_gain_db(tmp_path / "last.pt", demo_root) > before - 0.5
     assert read_checkpoint(tmp_path / "last.pt")["config"]["audio"] == read_checkpoint(checkpoint)["config"]["audio"]

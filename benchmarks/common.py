@@ -1,0 +1,71 @@
+"""What the benchmarks share: the machine's name, made-up test sets, process-tree memory."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from data_generator import load_tracks  # noqa: E402
+from demo_data import synthesize_song  # noqa: E402
+
+SAMPLE = REPO.parent / "shared" / "data" / "musdb18-sample"
+RATE = 44100
+
+
+def cpu_name() -> str:
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def source_songs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(mixture, vocals) pairs at 44.1 kHz stereo to loop tracks from."""
+    if SAMPLE.exists():
+        return [track.load()[:2] for subset in ("train", "test") for track in load_tracks("musdb", SAMPLE, subset)]
+    stems = synthesize_song(np.random.default_rng(0), 20.0, RATE)
+    return [(stems["mixture"], stems["vocals"])]
+
+
+def make_tracks(root: Path, count: int, minutes: float, subset: str = "test") -> Path:
+    """`count` tracks of `minutes` in MUSDB18-HQ layout under root/subset."""
+    sources = source_songs()
+    length = int(minutes * 60 * RATE)
+    for i in range(count):
+        mixture, vocals = sources[i % len(sources)]
+        index = (np.arange(length) + i * 7919) % mixture.shape[1]  # loop, from another offset per track
+        folder = root / subset / f"track-{i:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, audio in (("mixture", mixture), ("vocals", vocals)):
+            sf.write(str(folder / f"{name}.wav"), audio[:, index].T, RATE, subtype="PCM_16")
+    return root
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        child = int(status.parent.name)
+        parents[child] = int(fields["PPid"])
+        rss[child] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    tree, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return sum(rss.get(p, 0) for p in tree)
