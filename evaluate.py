@@ -15,7 +15,7 @@ SDR(mixture)).
 How the work flows: the main process separates one track at a time and writes its
 estimates to OUT/estimates/<track>/; --workers processes score them (museval is
 single-threaded), each writing the track's JSON as soon as it is done. The network gets
-the cores the scorers leave (at least one), so no core is shared by two busy threads.
+the cores no scorer is busy on (at least one), so two busy threads rarely share a core.
 At most workers + 1 tracks are in flight, so memory does not grow with the number of
 tracks; an interrupted run resumes without re-separating (estimates on disk) or
 re-scoring (JSON on disk) what is done. Each scoring process needs about
@@ -155,13 +155,13 @@ def run_jobs(model: UNet, cfg: Config, jobs: list[Job], scorer: str, workers: in
     next track is separated, so it is ready when a scorer frees up, and no more wait.
     """
     context = multiprocessing.get_context("spawn")
-    with (ProcessPoolExecutor(workers, mp_context=context, initializer=init_scorer,
-                              initargs=(os.getpid(),)) as pool,
-          torch_threads(max(1, torch.get_num_threads() - workers))):
+    cores = torch.get_num_threads()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_scorer, initargs=(os.getpid(),)) as pool:
         pending: set[Future] = set()
         for job in jobs:
             if not (job.estimates / "vocals.wav").exists():
-                separate_to_disk(model, cfg, job)
+                with torch_threads(max(1, cores - len(pending))):  # the cores no scorer is busy on
+                    separate_to_disk(model, cfg, job)
             pending.add(pool.submit(score_job, job, scorer, keep_estimates))
             while len(pending) > workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
