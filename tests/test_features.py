@@ -193,7 +193,8 @@ def test_spectra_cache_is_memory_mapped_equal_and_reused_until_a_file_or_setting
     in_memory = PatchDataset(tracks, cfg)
     cached = PatchDataset(tracks, cfg, cache=cache)
     assert all(isinstance(spec, np.memmap) for spec in cached.specs)
-    assert len(list(cache.glob("*.npy"))) == 2 and cached.index == in_memory.index
+    assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob(".*"))  # no temporary file left
+    assert cached.index == in_memory.index
     for i in (0, len(cached) - 1):
         assert all(torch.equal(a, b) for a, b in zip(cached[i][:2], in_memory[i][:2]))
     files = sorted(cache.iterdir())
