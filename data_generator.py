@@ -16,7 +16,6 @@ Datasets (all behind `load_tracks`):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import shutil
@@ -36,6 +35,7 @@ from torch.utils.data import Dataset
 
 from config import AudioConfig, Config, InputError, TrainConfig, run_script
 from demo_data import make_demo
+from outputs import atomic_path
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf",
                     ".w64", ".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".mka"}
@@ -476,17 +476,12 @@ class PatchDataset(Dataset):
             return self.track_spectrogram(track)
         path = cache / f"{key}.npy"
         if not path.exists():
-            tmp = cache / f".{key}.{os.getpid()}.partial"  # one per process: torchrun ranks may write at once
             try:
                 cache.mkdir(parents=True, exist_ok=True)
-                with open(tmp, "wb") as f:
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:  # torchrun ranks may write it at once
                     np.save(f, self.track_spectrogram(track))
-                os.replace(tmp, path)
             except OSError as err:
                 raise InputError(f"{cache}: cannot write the spectra cache ({err.strerror})") from None
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()  # left only by a failed write
         return np.load(path, mmap_mode="r")
 
     def __len__(self) -> int:

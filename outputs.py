@@ -16,8 +16,9 @@ from typing import Any
 
 
 def partial_path(path: Path) -> Path:
-    """The temporary name an output is written under before it is renamed to `path`."""
-    return path.with_name(f".{path.name}.partial")
+    """The temporary name an output is written under before it is renamed to `path`: one per
+    process, so processes writing the same output at once (torchrun ranks) never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
 @contextlib.contextmanager
