@@ -74,9 +74,11 @@ class ModelConfig:
     leaky_slope: float = 0.2
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers that use dropout
+    input_power: float = 1.0  # the network sees magnitude ** input_power (< 1 compresses loud against quiet bins)
 
     def check(self, audio: AudioConfig) -> None:
-        positive("model", kernel_size=self.kernel_size, **{f"channels[{i}]": c for i, c in enumerate(self.channels)})
+        positive("model", kernel_size=self.kernel_size, input_power=self.input_power,
+                 **{f"channels[{i}]": c for i, c in enumerate(self.channels)})
         if not self.channels:
             raise InputError("model.channels is empty")
         fraction("model.dropout", self.dropout)
@@ -96,7 +98,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
-    loss: str = "magnitude"  # "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
+    loss: str = "magnitude"  # "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask);
+    # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the mixture's phase)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
@@ -114,7 +117,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise InputError(f"train.weight_decay={self.weight_decay}: must be >= 0")
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        one_of("train.loss", self.loss, ("magnitude", "mask"))
+        one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
         if not 0 <= self.remix_prob <= 1:
             raise InputError(f"train.remix_prob={self.remix_prob}: must be within [0, 1]")
         if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:

@@ -272,12 +272,49 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
     return (vocals_mag / mix_mag.clamp_min(EPS)).clamp(0.0, 1.0)
 
 
-def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str) -> torch.Tensor:
-    """The training loss, mean L1: masked mixture vs vocals ("magnitude", Jansson et al.) or
-    mask vs oracle mask ("mask")."""
+def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str,
+              transform: STFT | None = None) -> torch.Tensor:
+    """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
+    the mixture and the vocals (complex, or magnitudes for "magnitude" and "mask").
+
+    "magnitude": mean L1 between the masked mixture and the vocals (Jansson et al.);
+    "mask": mean L1 between the mask and the oracle mask;
+    "sdr": minus the mean SDR (dB) of the masked mixture, taken back to a waveform with the
+    mixture's phase through `transform`'s inverse STFT, against the vocals' waveform: the
+    quantity BSS Eval scores, phase and overlap-add included.
+    """
+    if kind == "sdr":
+        if transform is None:
+            raise ValueError('the "sdr" loss needs the STFT to invert')
+        return -waveform_sdr(transform, mask * mix, vocals, mix).mean()
+    mix, vocals = mix.abs(), vocals.abs()
     if kind == "mask":
         return (mask - oracle_mask(mix, vocals)).abs().mean()
     return (mask * mix - vocals).abs().mean()
+
+
+def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
+                 mixture: torch.Tensor) -> torch.Tensor:
+    """SDR (dB) per patch of complex spectra (B, 1, bins, T) taken back to waveforms.
+
+    Bins above the given ones (a model that sees only the lowest `model_bins`) are zero in
+    all three. Both energies get a floor of 1e-4 of the mixture's energy (-40 dB), so that a
+    patch without vocals asks for a quiet estimate instead of an infinite SDR. The inverse
+    STFT is linear, so the error's waveform is the inverse of the spectra's difference: only
+    that one is differentiated.
+    """
+    frames = estimate.shape[-1]
+    missing = transform.n_fft // 2 + 1 - estimate.shape[-2]
+
+    def waveform(spec: torch.Tensor) -> torch.Tensor:  # (N, 1, bins, T) -> (N, samples)
+        spec = torch.nn.functional.pad(spec.squeeze(1), (0, 0, 0, missing))  # (N, n_fft // 2 + 1, T)
+        return transform.inverse(spec, (frames - 1) * transform.hop)
+
+    with torch.no_grad():
+        energies = waveform(torch.cat([target, mixture])).square().sum(-1)  # (2B,)
+    reference, floor = energies.chunk(2)[0], 1e-4 * energies.chunk(2)[1]  # (B,) each
+    error = waveform(target - estimate).square().sum(-1)  # (B,)
+    return 10 * torch.log10((reference + floor) / (error + floor))
 
 
 # ---------------------------------------------------------------- datasets
@@ -431,7 +468,7 @@ def train_valid_tracks(dataset: str, root: str | None, is_wav: bool,
 
 class PatchDataset(Dataset):
     """Patches for training: batches (through `collate`) of normalized (mixture, vocals)
-    magnitudes, each (batch, 1, bins, patch_frames).
+    complex spectra, each (batch, 1, bins, patch_frames).
 
     Each track's complex STFTs (vocals and accompaniment, mono) are computed once, at the
     track's own rate by `STFT` (the model's band only), as float16: 8 bytes per bin and
@@ -496,7 +533,7 @@ class PatchDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and 2 gains.
 
-        Magnitudes and normalization are computed per batch, in `collate`.
+        Mixing and normalization are done per batch, in `collate`.
         """
         t, start = self.index[i]
         vocals, accompaniment = self.patch(t, start)
@@ -510,14 +547,15 @@ class PatchDataset(Dataset):
         return vocals, accompaniment, gains
 
     def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch of (mixture, vocals) magnitudes (batch, 1, bins, frames), normalized by the mixture."""
+        """Batch of (mixture, vocals) complex spectra (batch, 1, bins, frames), both divided by the
+        mixture's normalization scale (`normalize_patches` of its magnitude)."""
         vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))  # (B, 2, bins, T) x2, (B, 2)
-        vocals = vocals.float() * gains[:, 0].view(-1, 1, 1, 1)
-        mix = vocals + accompaniment.float() * gains[:, 1].view(-1, 1, 1, 1)  # complex sum = STFT of the sum
-        mix_mag = torch.hypot(mix[:, 0], mix[:, 1]).unsqueeze(1)  # (B, 1, bins, T)
-        vocals_mag = torch.hypot(vocals[:, 0], vocals[:, 1]).unsqueeze(1)  # (B, 1, bins, T)
-        mix_mag, scale = normalize_patches(mix_mag, self.audio.normalization)  # scale: (B, 1, 1, 1)
-        return mix_mag, vocals_mag / scale
+        vocals = torch.complex(vocals[:, 0].float(), vocals[:, 1].float()).unsqueeze(1)  # (B, 1, bins, T)
+        accompaniment = torch.complex(accompaniment[:, 0].float(), accompaniment[:, 1].float()).unsqueeze(1)
+        vocals = vocals * gains[:, :1, None, None]
+        mix = vocals + accompaniment * gains[:, 1:, None, None]  # complex sum = STFT of the sum
+        _, scale = normalize_patches(mix.abs(), self.audio.normalization)  # scale: (B, 1, 1, 1)
+        return mix / scale, vocals / scale
 
 
 def worker_seed(worker_id: int) -> None:

@@ -52,7 +52,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides, run_script
-from data_generator import PatchDataset, make_demo, mask_loss, train_valid_tracks, worker_seed
+from data_generator import STFT, PatchDataset, make_demo, mask_loss, train_valid_tracks, worker_seed
 from devices import autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
 from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
@@ -242,6 +242,7 @@ class Trainer:
                  out_dir: Path, max_minutes: float | None, amp: bool) -> None:
         self.cfg, self.device, self.rank, self.out_dir = cfg, device, rank, out_dir
         self.model = model
+        self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
         self.dtype = autocast_dtype(device, amp)
@@ -286,12 +287,15 @@ class Trainer:
         out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
         return out_of_time or self.requested
 
-    def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
-        mix = mix.to(self.device, non_blocking=True, memory_format=torch.channels_last)  # (B, 1, bins, T)
-        vocals = vocals.to(self.device, non_blocking=True)  # (B, 1, bins, T)
+    def loss(self, mix: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch of complex spectra (B, 1, bins, T) (see `mask_loss`)."""
+        mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            mask = self.model(mix)
-        loss = mask_loss(mask.float(), mix, vocals, self.cfg.train.loss)
+            mask = self.model(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
+        return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
+
+    def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
+        loss = self.loss(mix, vocals)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -303,10 +307,7 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         for mix, vocals in loader:
-            mix, vocals = mix.to(self.device), vocals.to(self.device)
-            with autocast(self.device, self.dtype):
-                mask = self.model(mix)
-            total += mask_loss(mask.float(), mix, vocals, self.cfg.train.loss).item() * len(mix)
+            total += self.loss(mix, vocals).item() * len(mix)
             count += len(mix)
         total, count = reduce_sum([total, count], self.device)
         self.model.train()

@@ -52,11 +52,14 @@ class UNet(nn.Module):
                     layer.append(nn.Dropout(cfg.dropout))
             self.decoder.append(nn.Sequential(*layer))
         self.multiple = 2 ** depth
+        self.input_power = cfg.input_power
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """(batch, 1, bins, frames) mixture magnitude -> vocal mask of the same shape."""
         usable = mag.shape[-2] - mag.shape[-2] % self.multiple
         x = mag[..., :usable, :]  # (B, 1, 512, T)
+        if self.input_power != 1.0:
+            x = x.clamp_min(0).pow(self.input_power)
         skips = []
         for layer in self.encoder:
             x = layer(x)  # (B, C_i, 512 / 2^i, T / 2^i): 16 x 256 x 64 ... 512 x 8 x 2

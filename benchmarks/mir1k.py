@@ -7,6 +7,9 @@ BSS Eval v3 on whole clips, as the MIR-1K papers do.
         --set train.loss=magnitude --name loss-magnitude        # an ablation: fixed patch budget
     python benchmarks/mir1k.py --root ../shared/data/MIR-1K --skip-training --name default
 
+    python benchmarks/mir1k.py --root ../shared/data/MIR-1K --epochs 12 --hold-out abjones \
+        --name holdout-abjones   # train on amy alone, score abjones's clips (test singers untouched)
+
 Prints vocals GNSDR / GSIR / GSAR, accompaniment GNSDR, training minutes and the machine,
 and writes them to results/benchmarks/<name>/benchmark.json.
 """
@@ -16,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from common import cpu_name
 
-from config import run_script
+from config import InputError, run_script
+from data_generator import MIR1K_TRAIN_SINGERS
 from evaluate import evaluate_model, format_summary
 from train import parse_args as train_args
 from train import train
@@ -33,6 +38,22 @@ def machine(device: str) -> str:
     if device != "cpu" and torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text
+
+
+def hold_out(root: Path, singer: str, folder: Path) -> Path:
+    """A MIR-1K folder of links in which `singer`'s clips are the test set and the other
+    training singer's clips the training set (the test singers are left out)."""
+    clips = sorted((root / "Wavfile").glob("*.wav"))
+    keep = [c for c in clips if c.name.split("_")[0] in MIR1K_TRAIN_SINGERS]
+    if singer not in MIR1K_TRAIN_SINGERS or not any(c.name.startswith(singer + "_") for c in keep):
+        raise InputError(f"--hold-out {singer}: expected one of the training singers {MIR1K_TRAIN_SINGERS}")
+    wavs = folder / "Wavfile"
+    shutil.rmtree(folder, ignore_errors=True)
+    wavs.mkdir(parents=True)
+    for clip in keep:
+        held = clip.name.startswith(singer + "_")
+        (wavs / (f"heldout-{clip.name}" if held else clip.name)).symlink_to(clip.resolve())  # heldout-*: a test singer
+    return folder
 
 
 def main() -> None:
@@ -46,6 +67,8 @@ def main() -> None:
     p.add_argument("--name", default="mir1k")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="scoring processes")
+    p.add_argument("--hold-out", metavar="SINGER",
+                   help="train on the other training singer and score this one's clips instead of the test set")
     p.add_argument("--skip-training", action="store_true", help="only score --checkpoint")
     p.add_argument("--checkpoint", help="with --skip-training (default: checkpoints/<name>/best.pt)")
     args = p.parse_args()
@@ -54,9 +77,12 @@ def main() -> None:
 
     ckpt_dir = Path("checkpoints") / args.name
     out_dir = Path("results") / "benchmarks" / args.name
+    root = args.root
+    if args.hold_out:
+        root = str(hold_out(Path(args.root), args.hold_out, out_dir / "mir1k-holdout"))
     started = time.time()
     if not args.skip_training:
-        argv = ["--dataset", "mir1k", "--root", args.root, "--checkpoint-dir", str(ckpt_dir),
+        argv = ["--dataset", "mir1k", "--root", root, "--checkpoint-dir", str(ckpt_dir),
                 "--device", args.device]
         argv += ["--epochs", str(args.epochs)] if args.epochs else []
         argv += ["--max-minutes", str(args.minutes)] if args.minutes else []
@@ -65,10 +91,12 @@ def main() -> None:
         train(train_args(argv))
     minutes = None if args.skip_training else round((time.time() - started) / 60, 1)
     checkpoint = args.checkpoint if args.skip_training and args.checkpoint else ckpt_dir / "best.pt"
-    summary = evaluate_model(checkpoint, "mir1k", args.root, "test", out_dir=out_dir,
+    shutil.rmtree(out_dir / "clips", ignore_errors=True)  # scores of an earlier run's model would be read back
+    summary = evaluate_model(checkpoint, "mir1k", root, "test", out_dir=out_dir,
                              workers=args.workers, device=args.device, overrides=args.eval_set)
     g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
-    result = {"name": args.name, "train_overrides": args.set, "eval_overrides": args.eval_set,
+    result = {"name": args.name, "hold_out": args.hold_out, "train_overrides": args.set,
+              "eval_overrides": args.eval_set,
               "clips": summary[0]["tracks"], "GNSDR": g["vocals", "NSDR"], "GSIR": g["vocals", "SIR"],
               "GSAR": g["vocals", "SAR"], "accompaniment_GNSDR": g["accompaniment", "NSDR"],
               "training_minutes": minutes, "machine": machine(args.device)}

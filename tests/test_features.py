@@ -134,14 +134,35 @@ def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mi
     data = PatchDataset(made_tracks(2), cfg)
     vocals, accompaniment, _ = data[0]
     gains = torch.tensor([2.0, 0.5])
-    mix_mag, vocals_mag = data.collate([(vocals, accompaniment, gains)])
-    assert mix_mag.shape == vocals_mag.shape == (1, 1, 513, 128)
-    assert mix_mag.max() == pytest.approx(1.0)  # normalized by the mixture's peak
+    mix, voc = data.collate([(vocals, accompaniment, gains)])
+    assert mix.shape == voc.shape == (1, 1, 513, 128) and mix.is_complex()
+    assert mix.abs().max() == pytest.approx(1.0)  # normalized by the mixture's peak magnitude
     v = torch.complex(vocals[0].float(), vocals[1].float()) * 2.0
     m = v + torch.complex(accompaniment[0].float(), accompaniment[1].float()) * 0.5
     scale = m.abs().max()
-    assert torch.allclose(mix_mag[0, 0], m.abs() / scale, atol=1e-5)
-    assert torch.allclose(vocals_mag[0, 0], v.abs() / scale, atol=1e-5)
+    assert torch.allclose(mix[0, 0], m / scale, atol=1e-5)
+    assert torch.allclose(voc[0, 0], v / scale, atol=1e-5)
+
+
+def test_sdr_loss_is_the_waveform_sdr_of_the_masked_mixture():
+    """The "sdr" loss equals minus BSS-style SDR computed on the waveforms themselves, and
+    prefers the oracle mask to passing or muting the mixture."""
+    cfg = Config()
+    transform = STFT(cfg.audio)
+    data = PatchDataset(made_tracks(2), cfg)
+    mix, voc = data.collate([data[i] for i in range(4)])
+    oracle = oracle_mask(mix.abs(), voc.abs())
+    samples = 127 * cfg.audio.hop_length
+    wave = {name: transform.inverse(spec.squeeze(1), samples) for name, spec in
+            (("est", oracle * mix), ("ref", voc), ("mix", mix))}
+    floor = 1e-4 * wave["mix"].square().sum(-1)
+    expected = 10 * torch.log10((wave["ref"].square().sum(-1) + floor)
+                                / ((wave["ref"] - wave["est"]).square().sum(-1) + floor))
+    loss = mask_loss(oracle, mix, voc, "sdr", transform)
+    assert loss.item() == pytest.approx(-expected.mean().item(), abs=1e-3)
+    assert loss.item() < -10  # noise vocals over a tone: the oracle mask separates them well
+    for mask in (torch.ones_like(oracle), torch.zeros_like(oracle)):
+        assert mask_loss(mask, mix, voc, "sdr", transform).item() > loss.item() + 10
 
 
 def test_remixing_puts_vocals_over_another_tracks_accompaniment():

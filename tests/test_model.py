@@ -30,6 +30,16 @@ def test_width_is_a_setting():
     assert net(torch.rand(2, 1, 513, 128)).shape == (2, 1, 513, 128)
 
 
+def test_input_power_compresses_what_the_network_sees():
+    """model.input_power p: the network's first layer sees magnitude ** p; p = 1 is the identity."""
+    x = torch.rand(2, 1, 513, 128)
+    nets = {p: UNet(apply_overrides(Config(), [f"model.input_power={p}"]).model).eval() for p in (1.0, 0.5)}
+    nets[0.5].load_state_dict(nets[1.0].state_dict())
+    with torch.no_grad():
+        assert torch.allclose(nets[0.5](x), nets[1.0](x.sqrt()), atol=1e-6)
+        assert not torch.allclose(nets[0.5](x), nets[1.0](x), atol=1e-3)
+
+
 def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):
     cfg = apply_overrides(Config(), ["audio.hop_length=512", "train.lr=3e-4"])
     net = UNet(cfg.model).eval()
@@ -93,6 +103,7 @@ def test_folding_batchnorm_keeps_the_output():
     ("train.lr=-1", "must be > 0"),
     ("train.gain_range=1.5,0.5", "low <= high"),
     ("model.dropout=1.5", "within [0, 1)"),
+    ("model.input_power=0", "must be > 0"),
 ])
 def test_impossible_settings_fail_where_the_config_is_built(override, words):
     with pytest.raises(InputError, match=re.escape(words)):

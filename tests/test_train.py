@@ -118,6 +118,15 @@ def test_the_budget_alone_decides_the_epochs_and_the_cosine_follows_it(tmp_path)
     assert code == 1 and "needs a --max-minutes budget" in err
 
 
+def test_sdr_loss_trains_and_validates_on_minus_the_waveform_sdr(tmp_path):
+    train.train(train.parse_args([*QUICK, "--epochs", "4", "--lr", "3e-3", "--set", "train.loss=sdr",
+                                  "--checkpoint-dir", str(tmp_path)]))
+    valid = [float(r["valid_loss"]) for r in history(tmp_path)]
+    assert all(-60 < v < 60 for v in valid)  # dB, not an L1 of normalized magnitudes
+    assert min(valid[1:]) < valid[0] - 0.5  # the SDR of the validation patches grows
+    assert read_checkpoint(tmp_path / "best.pt")["config"]["train"]["loss"] == "sdr"
+
+
 def test_learning_rate_schedule():
     cfg = train.build_config(train.parse_args(["--lr", "1e-3"]))
     assert train.learning_rate(cfg, 0.0) == pytest.approx(1e-3)
