@@ -103,6 +103,8 @@ class TrainConfig:
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
+    pitch_shifts: tuple[float, ...] = ()  # semitones: resampled copies of each track's vocals (with remix)
+    pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
@@ -118,8 +120,11 @@ class TrainConfig:
             raise InputError(f"train.weight_decay={self.weight_decay}: must be >= 0")
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
-        if not 0 <= self.remix_prob <= 1:
-            raise InputError(f"train.remix_prob={self.remix_prob}: must be within [0, 1]")
+        for name in ("remix_prob", "pitch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"train.{name}={getattr(self, name)}: must be within [0, 1]")
+        if any(not -12 <= s <= 12 for s in self.pitch_shifts):
+            raise InputError(f"train.pitch_shifts={self.pitch_shifts}: semitones within [-12, 12]")
         if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:
             raise InputError(f"train.gain_range={self.gain_range}: expected two gains 0 < low <= high")
         if self.samples_per_epoch < 0 or self.valid_tracks < 0:

@@ -477,7 +477,10 @@ class PatchDataset(Dataset):
     (the same tracks at 44.1 kHz, n_fft 2048, hop 512: about 14 GB) costs page cache, not
     process memory, and later runs skip decoding. With `remix`, an item may put the vocals
     of its track over the accompaniment of another, each with a random gain; mixing is done
-    on complex spectra, so it equals the STFT of the remixed waveform.
+    on complex spectra, so it equals the STFT of the remixed waveform. With remix and
+    `train.pitch_shifts`, each track's vocals are also kept resampled by each shift (higher
+    and shorter, or lower and longer, like a tape played faster or slower), and a share
+    `train.pitch_prob` of the items take their vocals from one of those copies.
     """
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:
@@ -485,38 +488,47 @@ class PatchDataset(Dataset):
         self.train = cfg.train
         self.remix = remix
         self.specs: list[np.ndarray] = []  # (2 sources, 2 re/im, bins, frames) float16, maybe memory-mapped
+        self.shifted: list[list[np.ndarray]] = []  # per track: (1 source, 2 re/im, bins, frames) per pitch shift
         self.index: list[tuple[int, int]] = []  # (track, first frame)
         hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
+        shifts = cfg.train.pitch_shifts if remix else ()
         for t, track in enumerate(tracks):
-            spec = self.track_spectrogram(track) if cache is None else self.cached_spectrogram(track, cache)
+            spec, *shifted = (self.track_spectrogram(track, shift) if cache is None
+                              else self.cached_spectrogram(track, cache, shift) for shift in (0.0, *shifts))
             self.specs.append(spec)
+            self.shifted.append(shifted)
             frames = spec.shape[-1]
             starts = range(0, max(1, frames - cfg.audio.patch_frames + hop), hop)
             self.index.extend((t, s) for s in starts)
         self.rng = np.random.default_rng(cfg.train.seed)
 
-    def track_spectrogram(self, track: Track) -> np.ndarray:
-        """(2 sources, 2 re/im, bins, frames) float16: the model's band of the track's mono STFTs."""
+    def track_spectrogram(self, track: Track, shift: float = 0.0) -> np.ndarray:
+        """(2 sources, 2 re/im, bins, frames) float16: the model's band of the track's mono STFTs
+        (vocals, accompaniment). With a pitch `shift` (semitones): (1, 2, bins, frames), the
+        vocals alone, resampled to sound that much higher (shorter) or lower (longer)."""
         mixture, vocals, rate = track.load()
-        sources = torch.from_numpy(np.stack([vocals.mean(0), (mixture - vocals).mean(0)]))  # (2, samples)
+        sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
+        if shift:  # samples taken as played at rate * 2^(shift / 12), brought back to rate
+            sources = resample(sources[:1], round(rate * 2 ** (shift / 12)), rate)  # (1, samples')
+        sources = torch.from_numpy(sources)
         transform = STFT(self.audio, rate)
-        spec = transform.model_band(transform(sources))  # (2, bins, frames) complex
+        spec = transform.model_band(transform(sources))  # (sources, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
         return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
 
-    def cached_spectrogram(self, track: Track, cache: Path) -> np.ndarray:
+    def cached_spectrogram(self, track: Track, cache: Path, shift: float = 0.0) -> np.ndarray:
         """`track_spectrogram`, memory-mapped from `cache`; computed and written there when absent
         (tracks that name no files are kept in memory)."""
         key = spectra_key(track, self.audio)
         if key is None:
-            return self.track_spectrogram(track)
-        path = cache / f"{key}.npy"
+            return self.track_spectrogram(track, shift)
+        path = cache / (f"{key}.npy" if not shift else f"{key}-shift{shift:+g}.npy")
         if not path.exists():
             try:
                 cache.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp, open(tmp, "wb") as f:  # torchrun ranks may write it at once
-                    np.save(f, self.track_spectrogram(track))
+                    np.save(f, self.track_spectrogram(track, shift))
             except OSError as err:
                 raise InputError(f"{cache}: cannot write the spectra cache ({err.strerror})") from None
         return np.load(path, mmap_mode="r")
@@ -524,11 +536,17 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def patch(self, track: int, start: int) -> torch.Tensor:
-        """(2 sources, 2 re/im, bins, patch_frames) float16, copied out of the track's spectra."""
-        spec = self.specs[track]
+    def patch(self, track: int, start: int, spec: np.ndarray | None = None) -> torch.Tensor:
+        """(sources, 2 re/im, bins, patch_frames) float16, copied out of the track's spectra (or `spec`)."""
+        spec = self.specs[track] if spec is None else spec
         start = min(start, spec.shape[-1] - self.audio.patch_frames)
         return torch.from_numpy(np.array(spec[..., start:start + self.audio.patch_frames]))
+
+    def shifted_vocals(self, track: int) -> torch.Tensor:
+        """(2 re/im, bins, patch_frames): a random patch of a random pitch-shifted copy of the track's vocals."""
+        spec = self.shifted[track][self.rng.integers(len(self.shifted[track]))]
+        start = self.rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)
+        return self.patch(track, start, spec)[0]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and 2 gains.
@@ -541,6 +559,8 @@ class PatchDataset(Dataset):
         if self.remix:
             low, high = self.train.gain_range
             gains = torch.from_numpy(self.rng.uniform(low, high, size=2).astype(np.float32))
+            if self.shifted[t] and self.rng.random() < self.train.pitch_prob:
+                vocals = self.shifted_vocals(t)
             if len(self.specs) > 1 and self.rng.random() < self.train.remix_prob:
                 other, other_start = self.index[self.rng.integers(len(self.index))]
                 accompaniment = self.patch(other, other_start)[1]

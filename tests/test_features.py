@@ -165,6 +165,27 @@ def test_sdr_loss_is_the_waveform_sdr_of_the_masked_mixture():
         assert mask_loss(mask, mix, voc, "sdr", transform).item() > loss.item() + 10
 
 
+def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
+    rate, seconds = 16000, 3.0
+    t = np.arange(int(seconds * rate)) / rate
+    vocals = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    accompaniment = (0.1 * np.random.default_rng(0).standard_normal(vocals.shape)).astype(np.float32)
+    tracks = [Track(f"t{i}", lambda: (vocals + accompaniment, vocals, rate), lambda: seconds) for i in range(2)]
+    cfg = apply_overrides(Config(), ["train.pitch_shifts=-12,7", "train.pitch_prob=0.5", "train.remix_prob=0"])
+    data = PatchDataset(tracks, cfg, remix=True)
+    bin_hz = rate / cfg.audio.n_fft
+    for copy, shift in zip(data.shifted[0], (-12, 7)):
+        assert copy.shape[:2] == (1, 2)  # vocals only
+        assert copy.shape[-1] == pytest.approx(data.specs[0].shape[-1] / 2 ** (shift / 12), rel=0.05)
+        power = (copy[0].astype(np.float32) ** 2).sum(0).sum(-1)  # (bins,)
+        assert np.argmax(power) * bin_hz == pytest.approx(440 * 2 ** (shift / 12), abs=bin_hz)
+    original = (data.specs[0][0].astype(np.float32) ** 2).sum(0).sum(-1)
+    peaks = [int(v.float().square().sum((0, 2)).argmax()) for v, _, _ in (data[i % len(data)] for i in range(200))]
+    share = np.mean([p != np.argmax(original) for p in peaks])
+    assert 0.35 < share < 0.65
+    assert PatchDataset(tracks, cfg).shifted == [[], []]  # no copies without remixing (validation)
+
+
 def test_remixing_puts_vocals_over_another_tracks_accompaniment():
     cfg = apply_overrides(Config(), ["train.remix_prob=1", "train.gain_range=1,1"])
     data = PatchDataset(made_tracks(3), cfg, remix=True)
