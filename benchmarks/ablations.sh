@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The MIR-1K ablations behind benchmarks/README.md. Every variant trains on the same patch
-# budget (EPOCHS x SAMPLES patches: about what 60 minutes give on 2 CPU cores), is chosen on
-# validation clips of the training singers, then scores every test clip under ROOT.
-#   ROOT=../shared/data/MIR-1K bash benchmarks/ablations.sh            # one after another (CPU)
+# budget (EPOCHS x SAMPLES patches), is chosen on validation clips of the training singers,
+# then scores every test clip under ROOT.
+#   ROOT=../shared/data/MIR-1K bash benchmarks/ablations.sh            # the defaults' table (CPU)
 #   ROOT=... PARALLEL=1 DEVICE=cuda bash benchmarks/ablations.sh       # all at once on one GPU
+#   ROOT=... bash benchmarks/ablations.sh levers                       # the levers' table, 12 epochs
 set -u
 ROOT=${ROOT:?set ROOT to a MIR-1K folder}
-EPOCHS=${EPOCHS:-45}
-SAMPLES=${SAMPLES:-2000}
+ROUND=${1:-defaults}
+EPOCHS=${EPOCHS:-$([ "$ROUND" = levers ] && echo 12 || echo 45)}
+SAMPLES=${SAMPLES:-$([ "$ROUND" = levers ] && echo 0 || echo 2000)}  # 0: every training patch per epoch
 PARALLEL=${PARALLEL:-0}
 DEVICE=${DEVICE:-auto}
 MINUTES=${MINUTES:-600}  # safety cap per variant
@@ -15,11 +17,14 @@ EXTRA_SET=${EXTRA_SET:-}  # overrides for every variant, e.g. train.data_workers
 mkdir -p results/ablations
 
 train_variant() {  # name, training overrides...
-  local name=$1; shift
+  local name=$1${HOLD_OUT:+-holdout-$HOLD_OUT}; shift
   local sets=()
   for s in "$@" $EXTRA_SET; do sets+=(--set "$s"); done
-  "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --epochs "$EPOCHS" --samples "$SAMPLES" --minutes "$MINUTES" \
-    --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" > "results/ablations/$name.log" 2>&1
+  local samples=()
+  [ "$SAMPLES" != 0 ] && samples=(--samples "$SAMPLES")
+  "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --epochs "$EPOCHS" "${samples[@]}" --minutes "$MINUTES" \
+    --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" ${HOLD_OUT:+--hold-out "$HOLD_OUT"} \
+    > "results/ablations/$name.log" 2>&1
 }
 
 separation_variant() {  # name, separation overrides... (scores the default model)
@@ -33,6 +38,18 @@ separation_variant() {  # name, separation overrides... (scores the default mode
 launch() {
   if [ "$PARALLEL" = 1 ]; then "$@" & else "$@"; fi
 }
+
+if [ "$ROUND" = levers ]; then  # each lever alone, two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
+  for seed in 42 7; do
+    launch train_variant "base-s$seed" "train.seed=$seed"
+    launch train_variant "sdr-loss-s$seed" "train.seed=$seed" train.loss=sdr
+    launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" model.input_power=0.3
+    launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" train.pitch_shifts=-2,-1,1,2
+  done
+  wait
+  for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
+  exit 0
+fi
 
 launch train_variant default
 launch train_variant paper-stft audio.sample_rate=8192 audio.hop_length=768
