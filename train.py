@@ -11,8 +11,10 @@
     torchrun --standalone --nproc_per_node=4 train.py --dataset musdb --root ~/musdb18
 
 Loss (train.loss): "magnitude", Jansson's L1 between the masked mixture and the vocals
-(the default), or "mask", L1 between the predicted mask and the oracle mask (vocals /
-mixture in linear magnitude, clipped to [0, 1]). Mixed precision: bfloat16 autocast where
+(the default); "mask", L1 between the predicted mask and the oracle mask (vocals /
+mixture in linear magnitude, clipped to [0, 1]); or "sdr", minus the SDR in dB of the
+masked mixture taken back to a waveform with the mixture's phase (the best checkpoint is
+then the one with the best validation SDR). Mixed precision: bfloat16 autocast where
 the device computes it natively (CUDA, CPUs with AMX or AVX512-BF16), float16 with a
 gradient scaler on older GPUs; --no-amp keeps float32.
 
@@ -371,26 +373,29 @@ class Trainer:
         save_checkpoint(self.out_dir / "last.pt", self.model, self.cfg, **self.state())
         if improved:
             save_checkpoint(self.out_dir / "best.pt", self.model, self.cfg, **self.state())
-        write_history(self.out_dir, self.history)
+        write_history(self.out_dir, self.history, LOSS_LABELS[self.cfg.train.loss])
 
 
-def write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
+LOSS_LABELS = {"magnitude": "L1 loss (masked magnitude)", "mask": "L1 loss (mask)", "sdr": "minus SDR (dB)"}
+
+
+def write_history(out_dir: Path, history: list[dict[str, float]], label: str) -> None:
     """history.csv and loss.png (train and validation loss per epoch), both atomically."""
     with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plot_history(out_dir, history)
+    plot_history(out_dir, history, label)
 
 
-def plot_history(out_dir: Path, history: list[dict[str, float]]) -> None:
+def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> None:
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["valid_loss"] for h in history], "s-", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("L1 loss")
+    ax.set_ylabel(label)
     ax.set_title("U-Net vocal separator: loss per epoch")
     ax.grid(alpha=0.3)
     ax.legend()
