@@ -312,7 +312,8 @@ def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
 
     with torch.no_grad():
         energies = waveform(torch.cat([target, mixture])).square().sum(-1)  # (2B,)
-    reference, floor = energies.chunk(2)[0], 1e-4 * energies.chunk(2)[1]  # (B,) each
+    reference, mixed = energies.chunk(2)  # (B,) each
+    floor = 1e-4 * mixed
     error = waveform(target - estimate).square().sum(-1)  # (B,)
     return 10 * torch.log10((reference + floor) / (error + floor))
 
@@ -493,8 +494,8 @@ class PatchDataset(Dataset):
         hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
         shifts = cfg.train.pitch_shifts if remix else ()
         for t, track in enumerate(tracks):
-            spec, *shifted = (self.track_spectrogram(track, shift) if cache is None
-                              else self.cached_spectrogram(track, cache, shift) for shift in (0.0, *shifts))
+            spec, *shifted = self.track_spectra(track, shifts) if cache is None else \
+                self.cached_spectra(track, shifts, cache)
             self.specs.append(spec)
             self.shifted.append(shifted)
             frames = spec.shape[-1]
@@ -502,36 +503,45 @@ class PatchDataset(Dataset):
             self.index.extend((t, s) for s in starts)
         self.rng = np.random.default_rng(cfg.train.seed)
 
-    def track_spectrogram(self, track: Track, shift: float = 0.0) -> np.ndarray:
-        """(2 sources, 2 re/im, bins, frames) float16: the model's band of the track's mono STFTs
-        (vocals, accompaniment). With a pitch `shift` (semitones): (1, 2, bins, frames), the
-        vocals alone, resampled to sound that much higher (shorter) or lower (longer)."""
+    def track_spectra(self, track: Track, shifts: tuple[float, ...] = ()) -> list[np.ndarray]:
+        """The track's spectra from one load: (2 sources, 2 re/im, bins, frames) float16, the
+        model's band of its mono STFTs (vocals, accompaniment); then per pitch shift
+        (semitones) (1, 2, bins, frames), the vocals alone, resampled to sound that much
+        higher (shorter) or lower (longer)."""
         mixture, vocals, rate = track.load()
         sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
-        if shift:  # samples taken as played at rate * 2^(shift / 12), brought back to rate
-            sources = resample(sources[:1], round(rate * 2 ** (shift / 12)), rate)  # (1, samples')
-        sources = torch.from_numpy(sources)
+        # a shift: the vocals' samples taken as played at rate * 2^(shift / 12), brought back to rate
+        return [self.spectrogram(sources, rate)] + [
+            self.spectrogram(resample(sources[:1], round(rate * 2 ** (shift / 12)), rate), rate)  # (1, samples')
+            for shift in shifts]
+
+    def spectrogram(self, sources: np.ndarray, rate: int) -> np.ndarray:
+        """(sources, samples) at `rate` -> (sources, 2 re/im, bins, frames) float16, the model's band,
+        padded to at least one patch."""
         transform = STFT(self.audio, rate)
-        spec = transform.model_band(transform(sources))  # (sources, bins, frames) complex
+        spec = transform.model_band(transform(torch.from_numpy(sources)))  # (sources, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
         return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
 
-    def cached_spectrogram(self, track: Track, cache: Path, shift: float = 0.0) -> np.ndarray:
-        """`track_spectrogram`, memory-mapped from `cache`; computed and written there when absent
-        (tracks that name no files are kept in memory)."""
+    def cached_spectra(self, track: Track, shifts: tuple[float, ...], cache: Path) -> list[np.ndarray]:
+        """`track_spectra`, memory-mapped from `cache`; computed (one load) and written there when
+        any is absent (tracks that name no files are kept in memory)."""
         key = spectra_key(track, self.audio)
         if key is None:
-            return self.track_spectrogram(track, shift)
-        path = cache / (f"{key}.npy" if not shift else f"{key}-shift{shift:+g}.npy")
-        if not path.exists():
+            return self.track_spectra(track, shifts)
+        paths = [cache / f"{key}.npy"] + [cache / f"{key}-shift{shift:+g}.npy" for shift in shifts]
+        if not all(path.exists() for path in paths):
             try:
                 cache.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp, open(tmp, "wb") as f:  # torchrun ranks may write it at once
-                    np.save(f, self.track_spectrogram(track, shift))
+                for path, spec in zip(paths, self.track_spectra(track, shifts)):
+                    if path.exists():
+                        continue
+                    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # torchrun ranks may write it at once
+                        np.save(f, spec)
             except OSError as err:
                 raise InputError(f"{cache}: cannot write the spectra cache ({err.strerror})") from None
-        return np.load(path, mmap_mode="r")
+        return [np.load(path, mmap_mode="r") for path in paths]
 
     def __len__(self) -> int:
         return len(self.index)
