@@ -27,7 +27,7 @@ import torch
 from common import cpu_name
 
 from config import InputError, run_script
-from data_generator import MIR1K_TRAIN_SINGERS
+from data_generator import MIR1K_TRAIN_SINGERS, mir1k_clips
 from evaluate import evaluate_model, format_summary
 from train import parse_args as train_args
 from train import train
@@ -43,15 +43,13 @@ def machine(device: str) -> str:
 def hold_out(root: Path, singer: str, folder: Path) -> Path:
     """A MIR-1K folder of links in which `singer`'s clips are the test set and the other
     training singer's clips the training set (the test singers are left out)."""
-    clips = sorted((root / "Wavfile").glob("*.wav"))
-    keep = [c for c in clips if c.name.split("_")[0] in MIR1K_TRAIN_SINGERS]
-    if singer not in MIR1K_TRAIN_SINGERS or not any(c.name.startswith(singer + "_") for c in keep):
+    if singer not in MIR1K_TRAIN_SINGERS:
         raise InputError(f"--hold-out {singer}: expected one of the training singers {MIR1K_TRAIN_SINGERS}")
     wavs = folder / "Wavfile"
     shutil.rmtree(folder, ignore_errors=True)
     wavs.mkdir(parents=True)
-    for clip in keep:
-        held = clip.name.startswith(singer + "_")
+    for clip in mir1k_clips(root, "train"):
+        held = clip.name.split("_")[0] == singer
         (wavs / (f"heldout-{clip.name}" if held else clip.name)).symlink_to(clip.resolve())  # heldout-*: a test singer
     return folder
 
