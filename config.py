@@ -98,6 +98,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
+    ema: float = 0.0  # decay per step of an average of the weights, validated and saved instead (0: off)
     loss: str = "magnitude"  # "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask);
     # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the mixture's phase)
     remix: bool = True  # vocals of one track over the accompaniment of another
@@ -118,6 +119,7 @@ class TrainConfig:
         fraction("train.patch_overlap", self.patch_overlap)
         if self.weight_decay < 0:
             raise InputError(f"train.weight_decay={self.weight_decay}: must be >= 0")
+        fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
         for name in ("remix_prob", "pitch_prob"):

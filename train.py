@@ -16,7 +16,8 @@ mixture in linear magnitude, clipped to [0, 1]); or "sdr", minus the SDR in dB o
 masked mixture taken back to a waveform with the mixture's phase (the best checkpoint is
 then the one with the best validation SDR). Mixed precision: bfloat16 autocast where
 the device computes it natively (CUDA, CPUs with AMX or AVX512-BF16), float16 with a
-gradient scaler on older GPUs; --no-amp keeps float32.
+gradient scaler on older GPUs; --no-amp keeps float32. train.ema (e.g. 0.998) validates and
+saves an exponential moving average of the weights instead of the last ones.
 
 Writes DIR/best.pt (best validation loss), DIR/last.pt (for --resume), DIR/history.csv
 and DIR/loss.png. --max-minutes is the wall-clock budget of the whole run, resumes
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import math
 import os
@@ -239,11 +241,37 @@ def learning_rate(cfg: Config, progress: float) -> float:
     return cfg.train.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated
+    after every optimizer step. Its decay ramps up as (1 + steps) / (10 + steps) towards
+    `decay`, so that the first steps' random weights are soon forgotten in a short run."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))  # (average, live)
+        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1 - decay)
+        for a, b in pairs:
+            if not a.is_floating_point():
+                a.copy_(b)  # BatchNorm's batch counter
+
+
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, device: torch.device, rank: int,
                  out_dir: Path, max_minutes: float | None, amp: bool) -> None:
         self.cfg, self.device, self.rank, self.out_dir = cfg, device, rank, out_dir
         self.model = model
+        self.net = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
+        # what is validated and saved: the weight average when there is one, else the trained weights
+        self.average = WeightAverage(self.net, cfg.train.ema) if cfg.train.ema else None
+        self.kept = self.average.model if self.average else self.net
         self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
@@ -258,14 +286,20 @@ class Trainer:
         self.best = math.inf
 
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "optimizer": self.optimizer.state_dict(), "history": self.history,
-                "elapsed": self.elapsed, "best": self.best, "scaler": self.scaler.state_dict()}
+        state = {"epoch": self.epoch, "optimizer": self.optimizer.state_dict(), "history": self.history,
+                 "elapsed": self.elapsed, "best": self.best, "scaler": self.scaler.state_dict()}
+        if self.average:  # the checkpoint's "model" is the average; --resume needs the trained weights too
+            state.update(trained_model=self.net.state_dict(), average_steps=self.average.steps)
+        return state
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, self.device)
         if Config.from_dict(payload["config"]) != self.cfg:
             raise InputError(f"{path}: trained with another config; resume with the same flags")
-        getattr(self.model, "module", self.model).load_state_dict(payload["model"])
+        self.net.load_state_dict(payload.get("trained_model", payload["model"]))
+        if self.average:
+            self.average.model.load_state_dict(payload["model"])
+            self.average.steps = payload.get("average_steps", 0)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         self.epoch, self.history = payload["epoch"], payload["history"]
@@ -289,11 +323,12 @@ class Trainer:
         out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
         return out_of_time or self.requested
 
-    def loss(self, mix: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch of complex spectra (B, 1, bins, T) (see `mask_loss`)."""
+    def loss(self, mix: torch.Tensor, vocals: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The loss of `model` (default: the one trained) on a batch of complex spectra
+        (B, 1, bins, T) (see `mask_loss`)."""
         mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            mask = self.model(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
+            mask = (model or self.model)(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
@@ -302,6 +337,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average:
+            self.average.update(self.net)
         return loss.item()
 
     @torch.inference_mode()
@@ -309,7 +346,7 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         for mix, vocals in loader:
-            total += self.loss(mix, vocals).item() * len(mix)
+            total += self.loss(mix, vocals, self.kept).item() * len(mix)
             count += len(mix)
         total, count = reduce_sum([total, count], self.device)
         self.model.train()
@@ -370,9 +407,9 @@ class Trainer:
                            f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
 
     def save(self, improved: bool) -> None:
-        save_checkpoint(self.out_dir / "last.pt", self.model, self.cfg, **self.state())
+        save_checkpoint(self.out_dir / "last.pt", self.kept, self.cfg, **self.state())
         if improved:
-            save_checkpoint(self.out_dir / "best.pt", self.model, self.cfg, **self.state())
+            save_checkpoint(self.out_dir / "best.pt", self.kept, self.cfg, **self.state())
         write_history(self.out_dir, self.history, LOSS_LABELS[self.cfg.train.loss])
 
 

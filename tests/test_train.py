@@ -8,10 +8,11 @@ import sys
 import time
 
 import pytest
+import torch
 from helpers import REPO, demo_gain_db, run_main
 
 import train
-from unet_model import read_checkpoint
+from unet_model import UNet, load_model, read_checkpoint
 
 QUICK = ["--dataset", "demo", "--device", "cpu", "--set", "train.samples_per_epoch=48"]
 
@@ -125,6 +126,41 @@ def test_sdr_loss_trains_and_validates_on_minus_the_waveform_sdr(tmp_path):
     assert all(-60 < v < 60 for v in valid)  # dB, not an L1 of normalized magnitudes
     assert min(valid[1:]) < valid[0] - 0.5  # the SDR of the validation patches grows
     assert read_checkpoint(tmp_path / "best.pt")["config"]["train"]["loss"] == "sdr"
+
+
+def test_weight_average_follows_the_weights_with_a_ramped_decay():
+    live = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    average = train.WeightAverage(live, decay=0.9)
+    start = [t.clone() for t in average.model.state_dict().values()]
+    with torch.no_grad():
+        for t in live.state_dict().values():
+            t.add_(1)  # every float weight and statistic moves by 1, the batch counter too
+    average.update(live)  # decay ramped: min(0.9, 2 / 11)
+    average.update(live)  # min(0.9, 3 / 12)
+    moved = 1 - (2 / 11) * (3 / 12)
+    for (name, t), t0 in zip(average.model.state_dict().items(), start):
+        expected = t0 + 1 if name.endswith("num_batches_tracked") else t0 + moved
+        assert torch.allclose(t, expected, atol=1e-6), name
+    assert not any(p.requires_grad for p in average.model.parameters())
+
+
+def test_weight_average_is_saved_and_resumed_without_changing_training(tmp_path):
+    argv = [*QUICK, "--epochs", "2"]
+    train.train(train.parse_args([*argv, "--checkpoint-dir", str(tmp_path / "plain")]))
+    train.train(train.parse_args([*argv, "--set", "train.ema=0.9", "--checkpoint-dir", str(tmp_path / "ema")]))
+    plain, ema = read_checkpoint(tmp_path / "plain" / "last.pt"), read_checkpoint(tmp_path / "ema" / "last.pt")
+    assert ema["average_steps"] == 2 * 3  # 48 patches per epoch in batches of 16
+    for name, weights in plain["model"].items():  # the average rides along: same trained weights
+        assert torch.equal(ema["trained_model"][name], weights), name
+    conv = "encoder.0.0.weight"
+    assert not torch.allclose(ema["model"][conv], ema["trained_model"][conv])  # and it is what is saved
+    load_model(tmp_path / "ema" / "best.pt")  # the average loads as a model of its own
+    cfg = train.build_config(train.parse_args([*argv, "--set", "train.ema=0.9"]))
+    trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, amp=False)
+    trainer.resume(tmp_path / "ema" / "last.pt")  # --resume: both sets of weights and the step count
+    assert trainer.average.steps == 6
+    assert torch.equal(trainer.net.state_dict()[conv], ema["trained_model"][conv])
+    assert torch.equal(trainer.average.model.state_dict()[conv], ema["model"][conv])
 
 
 def test_learning_rate_schedule():
