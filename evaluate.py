@@ -18,16 +18,19 @@ single-threaded), each writing the track's JSON as soon as it is done. The netwo
 the cores no scorer is busy on (at least one), so two busy threads rarely share a core.
 At most workers + 1 tracks are in flight, so memory does not grow with the number of
 tracks; an interrupted run resumes without re-separating (estimates on disk) or
-re-scoring (JSON on disk) what is done. Each scoring process needs about
-MUSEVAL_BYTES_PER_SAMPLE bytes per sample and channel of the longest track (about 3.4 GB
-for 4 minutes of 44.1 kHz stereo); --workers 0 takes one per core, as many as fit in
-the available memory. --save-estimates keeps the separated audio.
+re-scoring (JSON on disk) what is done, and refuses to when OUT holds the work of another
+model or other settings (OUT/scored-with.json names the checkpoint and keeps a digest of
+its weights and config). Each scoring process needs about MUSEVAL_BYTES_PER_SAMPLE bytes
+per sample and channel of the longest track (about 3.4 GB for 4 minutes of 44.1 kHz
+stereo); --workers 0 takes one per core, as many as fit in the available memory.
+--save-estimates keeps the separated audio.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
@@ -209,14 +212,36 @@ def scoring_workers(asked: int, tracks: list[Track], channels: int = 2, rate: in
     return workers
 
 
+def model_fingerprint(model: UNet, cfg: Config) -> str:
+    """A digest of the weights and the settings that separate and score."""
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def claim_output(out: Path, score_dir: Path, checkpoint: str, fingerprint: str) -> None:
+    """Record in OUT/scored-with.json which model separates and scores into OUT; InputError when
+    OUT already holds estimates or scores of another model or other settings (resuming from them
+    would mix two models' scores in one table)."""
+    record = out / "scored-with.json"
+    earlier = json.loads(record.read_text()) if record.is_file() else None
+    done = any(score_dir.glob("*.json")) or any((out / "estimates").glob("*/*.wav"))
+    if earlier and done and earlier["fingerprint"] != fingerprint:
+        raise InputError(f"{out}: holds scores of another model or other settings ({earlier['checkpoint']}); "
+                         "choose another --out-dir or delete it")
+    try:
+        score_dir.mkdir(parents=True, exist_ok=True)
+        write_text(record, json.dumps({"checkpoint": checkpoint, "fingerprint": fingerprint}))
+    except OSError as err:
+        raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
+
+
 def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_dir: Path, scorer: str,
               workers: int, keep_estimates: bool) -> dict[str, str]:
     """JSON scores of every track by name: read back when on disk, else separated and scored."""
     jobs = [Job(t, out / "estimates" / t.name, score_dir / f"{t.name}.json") for t in tracks]
-    try:
-        score_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
     todo = []
     for job in jobs:
         if not job.scores.exists():
@@ -317,6 +342,7 @@ def evaluate_model(checkpoint: str | Path | None, dataset: str, root: str | None
     selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
     scorer = "mir1k" if dataset == "mir1k" else "museval"
     score_dir = out / "clips" if scorer == "mir1k" else out / "museval" / subset  # museval's layout
+    claim_output(out, score_dir, str(checkpoint or default_checkpoint()), model_fingerprint(model, cfg))
     scores = scores_of(model, cfg, selected, out, score_dir, scorer, workers, keep_estimates)
     rows, summary = (mir1k_tables if scorer == "mir1k" else museval_tables)(scores)
     write_csv(out / "tracks.csv", rows)

@@ -93,6 +93,25 @@ def kill_after_first_score_then_resume(argv, scores, expected):
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
 
 
+def test_an_output_folder_of_another_model_or_setting_is_refused_not_mixed(checkpoint, tmp_path):
+    root = shared_path("MIR-1K")
+    args = ["--dataset", "mir1k", "--root", str(root), "--out-dir", str(tmp_path), "--tracks", "1", "--device", "cpu"]
+    assert run_main(evaluate.main, [*args, "--checkpoint", str(checkpoint)])[0] == 0
+    scores = (tmp_path / "clips").glob("*.json")
+    stamps = {p: p.stat().st_mtime_ns for p in scores}
+    assert len(stamps) == 1
+    other = tmp_path.parent / "other.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["model"] = {k: v * 1.01 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    torch.save(payload, other)
+    for changed in (["--checkpoint", str(other)],
+                    ["--checkpoint", str(checkpoint), "--set", "separation.patch_overlap=0.75"]):
+        code, _, err = run_main(evaluate.main, [*args, *changed])
+        assert code == 1 and "holds scores of another model or other settings" in err and err.count("\n") == 1
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rescored, nothing removed
+    assert run_main(evaluate.main, [*args, "--checkpoint", str(checkpoint)])[0] == 0  # its own model resumes
+
+
 def test_killed_evaluation_resumes_without_rescoring_finished_tracks(checkpoint, tmp_path):
     root = shared_path("MIR-1K")
     kill_after_first_score_then_resume(["--dataset", "mir1k", "--root", str(root), "--checkpoint", str(checkpoint),
