@@ -46,7 +46,6 @@ if [ "$ROUND" = levers ]; then  # each lever alone, two seeds; HOLD_OUT=abjones:
     launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" model.input_power=0.3
     launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" train.pitch_shifts=-2,-1,1,2
     launch train_variant "ema-0.998-s$seed" "train.seed=$seed" train.ema=0.998
-    launch train_variant "gains-0.25-2-s$seed" "train.seed=$seed" train.gain_range=0.25,2
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
