@@ -323,16 +323,16 @@ class Trainer:
         out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
         return out_of_time or self.requested
 
-    def loss(self, mix: torch.Tensor, vocals: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        """The loss of `model` (default: the one trained) on a batch of complex spectra
-        (B, 1, bins, T) (see `mask_loss`)."""
+    def loss(self, model: nn.Module, mix: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
+        """The loss of `model` (the one trained, or its weight average) on a batch of complex
+        spectra (B, 1, bins, T) (see `mask_loss`)."""
         mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            mask = (model or self.model)(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
+            mask = model(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
-        loss = self.loss(mix, vocals)
+        loss = self.loss(self.model, mix, vocals)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -346,7 +346,7 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         for mix, vocals in loader:
-            total += self.loss(mix, vocals, self.kept).item() * len(mix)
+            total += self.loss(self.kept, mix, vocals).item() * len(mix)
             count += len(mix)
         total, count = reduce_sum([total, count], self.device)
         self.model.train()
@@ -407,9 +407,10 @@ class Trainer:
                            f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
 
     def save(self, improved: bool) -> None:
-        save_checkpoint(self.out_dir / "last.pt", self.kept, self.cfg, **self.state())
+        state = self.state()
+        save_checkpoint(self.out_dir / "last.pt", self.kept, self.cfg, **state)
         if improved:
-            save_checkpoint(self.out_dir / "best.pt", self.kept, self.cfg, **self.state())
+            save_checkpoint(self.out_dir / "best.pt", self.kept, self.cfg, **state)
         write_history(self.out_dir, self.history, LOSS_LABELS[self.cfg.train.loss])
 
 
