@@ -104,7 +104,8 @@ class TrainConfig:
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
-    pitch_shifts: tuple[float, ...] = ()  # semitones: resampled copies of each track's vocals (with remix)
+    pitch_shifts: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)  # semitones: resampled copies of each
+    # track's vocals (with remix); they triple the training spectra's memory (`train.pitch_shifts=`: none)
     pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
@@ -196,12 +197,21 @@ RENAMED = {("audio", "patch_overlap"): ("train", "patch_overlap"),
            ("train", "num_workers"): ("train", "data_workers")}
 
 
+# Fields added with a default that differs from what checkpoints written before them used:
+# (section, name) -> the value such a checkpoint's config means.
+ADDED = {("train", "pitch_shifts"): ()}
+
+
 def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a config dict with fields of older versions under their current names."""
+    """A copy of a config dict with fields of older versions under their current names, and
+    fields added since then at the value those versions used."""
     data = {section: dict(values) for section, values in data.items()}
     for (old_section, old), (new_section, new) in RENAMED.items():
         if old in data.get(old_section, {}):
             data.setdefault(new_section, {})[new] = data[old_section].pop(old)
+    for (section, name), value in ADDED.items():
+        if section in data:
+            data[section].setdefault(name, value)
     return data
 
 
@@ -228,9 +238,9 @@ def _parse_value(text: str, current: Any) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(text)
-    if isinstance(current, tuple):
+    if isinstance(current, tuple):  # "a,b,c"; "" is the empty tuple (e.g. train.pitch_shifts= : none)
         kind = type(current[0]) if current else float
-        return tuple(kind(part) for part in text.split(","))
+        return tuple(kind(part) for part in text.split(",")) if text.strip() else ()
     return type(current)(text)
 
 

@@ -481,7 +481,8 @@ class PatchDataset(Dataset):
     on complex spectra, so it equals the STFT of the remixed waveform. With remix and
     `train.pitch_shifts`, each track's vocals are also kept resampled by each shift (higher
     and shorter, or lower and longer, like a tape played faster or slower), and a share
-    `train.pitch_prob` of the items take their vocals from one of those copies.
+    `train.pitch_prob` of the items take their vocals from one of those copies (4 bytes per
+    bin and frame each: the default four triple the memory above).
     """
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:

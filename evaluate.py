@@ -223,12 +223,15 @@ def model_fingerprint(model: UNet, cfg: Config) -> str:
 
 def claim_output(out: Path, score_dir: Path, checkpoint: str, fingerprint: str) -> None:
     """Record in OUT/scored-with.json which model separates and scores into OUT; InputError when
-    OUT already holds estimates or scores of another model or other settings (resuming from them
-    would mix two models' scores in one table)."""
+    OUT already holds estimates or scores of another model or other settings, or of a model it
+    has no record of (resuming from them would mix two models' scores in one table)."""
     record = out / "scored-with.json"
     earlier = json.loads(record.read_text()) if record.is_file() else None
     done = any(score_dir.glob("*.json")) or any((out / "estimates").glob("*/*.wav"))
-    if earlier and done and earlier["fingerprint"] != fingerprint:
+    if done and earlier is None:
+        raise InputError(f"{out}: holds scores with no record of the model that made them ({record.name}); "
+                         "choose another --out-dir or delete it")
+    if done and earlier["fingerprint"] != fingerprint:
         raise InputError(f"{out}: holds scores of another model or other settings ({earlier['checkpoint']}); "
                          "choose another --out-dir or delete it")
     try:

@@ -40,12 +40,13 @@ launch() {
 }
 
 if [ "$ROUND" = levers ]; then  # each lever alone, two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
+  then=train.pitch_shifts=  # the levers were measured on the default of their time: no pitch shifts
   for seed in 42 7; do
-    launch train_variant "base-s$seed" "train.seed=$seed"
-    launch train_variant "sdr-loss-s$seed" "train.seed=$seed" train.loss=sdr
-    launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" model.input_power=0.3
+    launch train_variant "base-s$seed" "train.seed=$seed" $then
+    launch train_variant "sdr-loss-s$seed" "train.seed=$seed" $then train.loss=sdr
+    launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" $then model.input_power=0.3
     launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" train.pitch_shifts=-2,-1,1,2
-    launch train_variant "ema-0.998-s$seed" "train.seed=$seed" train.ema=0.998
+    launch train_variant "ema-0.998-s$seed" "train.seed=$seed" $then train.ema=0.998
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done

@@ -6,7 +6,8 @@
 
 Tracks: 44.1 kHz stereo songs in the MUSDB18-HQ layout, looped from the MUSDB18 excerpts
 in ../shared/data/musdb18-sample (synthetic demo songs where those are absent). Settings:
-the full band at 44.1 kHz (n_fft 2048, hop 512: 1025 bins). Each row runs in a fresh
+the full band at 44.1 kHz (n_fft 2048, hop 512: 1025 bins), no pitch-shifted copies of the
+vocals (the default's four copies add twice these spectra). Each row runs in a fresh
 process: build the training set (`PatchDataset`), then draw batches of 16 patches as
 training does. Memory: the process's peak resident set, and at the end its anonymous part
 (what the process owns) and its file-backed part (cached spectra read through the page
@@ -30,7 +31,7 @@ from common import REPO, cpu_name, make_tracks
 from config import Config, apply_overrides
 from data_generator import PatchDataset, load_tracks
 
-FULL_BAND = ["audio.sample_rate=44100", "audio.n_fft=2048", "audio.hop_length=512"]
+FULL_BAND = ["audio.sample_rate=44100", "audio.n_fft=2048", "audio.hop_length=512", "train.pitch_shifts="]
 BATCHES = 100
 
 

@@ -108,7 +108,13 @@ def test_an_output_folder_of_another_model_or_setting_is_refused_not_mixed(check
                     ["--checkpoint", str(checkpoint), "--set", "separation.patch_overlap=0.75"]):
         code, _, err = run_main(evaluate.main, [*args, *changed])
         assert code == 1 and "holds scores of another model or other settings" in err and err.count("\n") == 1
+    record = tmp_path / "scored-with.json"
+    kept = record.read_text()
+    record.unlink()  # scores of a model nobody recorded: not trusted either
+    code, _, err = run_main(evaluate.main, [*args, "--checkpoint", str(checkpoint)])
+    assert code == 1 and "no record of the model that made them" in err and err.count("\n") == 1
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rescored, nothing removed
+    record.write_text(kept)
     assert run_main(evaluate.main, [*args, "--checkpoint", str(checkpoint)])[0] == 0  # its own model resumes
 
 

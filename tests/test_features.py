@@ -184,6 +184,7 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     share = np.mean([p != np.argmax(original) for p in peaks])
     assert 0.35 < share < 0.65
     assert PatchDataset(tracks, cfg).shifted == [[], []]  # no copies without remixing (validation)
+    assert PatchDataset(tracks, apply_overrides(cfg, ["train.pitch_shifts="]), remix=True).shifted == [[], []]
 
 
 def test_remixing_puts_vocals_over_another_tracks_accompaniment():

@@ -116,6 +116,8 @@ def test_configs_of_older_checkpoints_load_under_the_current_names():
     old["separation"]["overlap"] = 0.25
     del old["separation"]["patch_overlap"]
     old["train"]["num_workers"] = old["train"].pop("data_workers")
+    del old["train"]["pitch_shifts"]  # a checkpoint from before pitch shifts was trained without them
     cfg = Config.from_dict(old)
     assert cfg.separation.patch_overlap == 0.25 and cfg.train.patch_overlap == Config().train.patch_overlap
+    assert cfg.train.pitch_shifts == () != Config().train.pitch_shifts
     assert not hasattr(Config(), "audio_key")

@@ -12,6 +12,7 @@ import torch
 from helpers import REPO, demo_gain_db, run_main
 
 import train
+from config import Config
 from unet_model import UNet, load_model, read_checkpoint
 
 QUICK = ["--dataset", "demo", "--device", "cpu", "--set", "train.samples_per_epoch=48"]
@@ -194,7 +195,11 @@ def test_fine_tuning_starts_from_a_checkpoints_weights_on_own_stems(checkpoint, 
     code, _, err = run_main(train.main, [*init, "--epochs", "1", "--lr", "1e-5", "--checkpoint-dir", str(tmp_path),
                                          "--spectra-cache", str(tmp_path / "spectra")])
     assert code == 0, err
-    assert len(list((tmp_path / "spectra").glob("*.npy"))) == len(list((demo_root / "train").iterdir()))
+    spectra = {p.stem for p in (tmp_path / "spectra").glob("*.npy")}
+    plain = {name for name in spectra if "-shift" not in name}
+    assert len(plain) == len(list((demo_root / "train").iterdir()))  # every track's spectra, once
+    shifted = {name.partition("-shift")[0] for name in spectra - plain}  # training tracks' pitch-shifted vocals
+    assert shifted and shifted < plain and len(spectra - plain) == len(shifted) * len(Config().train.pitch_shifts)
     # one tiny step from the trained weights: still as good as them, far from a fresh model
     assert demo_gain_db(tmp_path / "last.pt", demo_root) > before - 0.5
     assert read_checkpoint(tmp_path / "last.pt")["config"]["audio"] == read_checkpoint(checkpoint)["config"]["audio"]
