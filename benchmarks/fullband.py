@@ -4,6 +4,7 @@
     python benchmarks/fullband.py --checkpoint checkpoints/demo44/best.pt --demo
     python benchmarks/fullband.py --write-songs /tmp/songs     # the mixtures as wav, for another separator
     python benchmarks/fullband.py --estimates OUT              # score OUT/<song>/vocals.wav instead
+    python benchmarks/fullband.py --checkpoint pretrained/unet-mir1k.pt --oracles   # what a rule could reach
 
 Songs: the MUSDB18 excerpts in ../shared/data/musdb18-sample (44.1 kHz, true stems known),
 or with --demo the synthetic demo test songs (44.1 kHz, sibilants above 5 kHz). For each
@@ -26,8 +27,9 @@ import torch
 from common import SAMPLE
 
 import separation
-from data_generator import load_tracks, read_audio
-from unet_model import load_model
+from config import Config
+from data_generator import STFT, load_tracks, read_audio
+from unet_model import UNet, load_model
 
 
 def band_sdr(reference: np.ndarray, estimate: np.ndarray, rate: int, low: float, high: float) -> float:
@@ -83,6 +85,31 @@ RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
+def oracles(model: UNet, cfg: Config, measured: list[tuple[str, np.ndarray, np.ndarray, int]]) -> None:
+    """Per song, vocals SDR above the model's band for two masks that know the true vocals V
+    (X: the mixture): the ideal ratio mask |V| / (|V| + |X - V|), and the best gain per frame
+    shared by every bin up there (least squares, in [0, 1]: the most any per-frame rule such
+    as `extend_mask` can reach); and how closely the default rule's per-frame vocal share
+    follows that best gain (correlation over frames)."""
+    print("| song | ideal ratio mask | best gain per frame | correlation of the default rule with it |")
+    print("|---|---|---|---|")
+    for song, mixture, vocals, rate in measured:
+        transform = STFT(cfg.audio, rate)
+        x, v = transform(torch.from_numpy(mixture)), transform(torch.from_numpy(vocals))  # (C, bins, frames)
+        high = slice(transform.model_bins, None)
+        ratio = v[:, high].abs() / (v[:, high].abs() + (x - v)[:, high].abs()).clamp_min(1e-9)  # (C, high bins, T)
+        best = ((v[:, high] * x[:, high].conj()).real.sum((0, 1))
+                / x[:, high].abs().square().sum((0, 1)).clamp_min(1e-12)).clamp(0, 1)  # (T,)
+        mask = separation.predict_mask(model, transform.model_band(x).abs().mean(0, keepdim=True), cfg)
+        share = separation.voicing_share(mask, x, transform.model_bins // 2)[0]  # (T,)
+        sdr = []
+        for gain in (ratio, best.expand_as(ratio)):
+            full = torch.cat([torch.zeros_like(x[:, : transform.model_bins].real), gain], dim=1)  # (C, bins, T)
+            estimate = transform.inverse(x * full, mixture.shape[1]).numpy()
+            sdr.append(band_sdr(vocals, estimate, rate, 8000, rate / 2 + 1))
+        print(f"| {song} | {sdr[0]:.2f} | {sdr[1]:.2f} | {np.corrcoef(share.numpy(), best.numpy())[0, 1]:.2f} |")
+
+
 def songs(demo: bool) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
     """(name, mixture, vocals, rate) of the songs measured."""
     if demo:
@@ -104,12 +131,16 @@ def main() -> None:
     p.add_argument("--demo", action="store_true", help="the synthetic demo test songs instead of MUSDB18")
     p.add_argument("--estimates", help="score OUT/<song>/vocals.wav (another separator's output)")
     p.add_argument("--write-songs", help="write each mixture to DIR/<song>.wav and stop")
+    p.add_argument("--oracles", action="store_true", help="what masks that know the true vocals reach above 8 kHz")
     args = p.parse_args()
     measured = songs(args.demo)
     if args.write_songs:
         for song, mixture, _, rate in measured:
             Path(args.write_songs).mkdir(parents=True, exist_ok=True)
             sf.write(str(Path(args.write_songs) / f"{song}.wav"), mixture.T, rate, subtype="FLOAT")
+        return
+    if args.oracles:
+        oracles(*load_model(args.checkpoint), measured)
         return
     print("| high band | song | vocals SDR > 8 kHz | vocals SDR < 8 kHz | museval vocals SDR |\n|---|---|---|---|---|")
     if args.estimates:
