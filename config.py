@@ -99,8 +99,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
     ema: float = 0.0  # decay per step of an average of the weights, validated and saved instead (0: off)
-    loss: str = "magnitude"  # "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask);
-    # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the mixture's phase)
+    loss: str = "sdr"  # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the
+    # mixture's phase); "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing

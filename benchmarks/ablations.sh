@@ -39,27 +39,29 @@ launch() {
   if [ "$PARALLEL" = 1 ]; then "$@" & else "$@"; fi
 }
 
-if [ "$ROUND" = levers ]; then  # each lever alone, two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
-  then=train.pitch_shifts=  # the levers were measured on the default of their time: no pitch shifts
+if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss), two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
+  then="train.loss=magnitude train.pitch_shifts="  # the default of the levers' time, whatever today's is
   for seed in 42 7; do
     launch train_variant "base-s$seed" "train.seed=$seed" $then
     launch train_variant "sdr-loss-s$seed" "train.seed=$seed" $then train.loss=sdr
     launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" $then model.input_power=0.3
-    launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" train.pitch_shifts=-2,-1,1,2
+    launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2
     launch train_variant "ema-0.998-s$seed" "train.seed=$seed" $then train.ema=0.998
+    launch train_variant "pitch-sdr-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
   exit 0
 fi
 
-launch train_variant default
-launch train_variant paper-stft audio.sample_rate=8192 audio.hop_length=768
-launch train_variant loss-magnitude train.loss=magnitude
-launch train_variant norm-none audio.normalization=none
-launch train_variant no-augmentation train.remix=false train.gain_range=1,1
-launch train_variant lr-constant train.lr_schedule=constant
-launch train_variant batch-32 train.batch_size=32
+then="train.loss=mask train.pitch_shifts="  # the default of this round's time, whatever today's is
+launch train_variant default $then
+launch train_variant paper-stft $then audio.sample_rate=8192 audio.hop_length=768
+launch train_variant loss-magnitude $then train.loss=magnitude
+launch train_variant norm-none $then audio.normalization=none
+launch train_variant no-augmentation $then train.remix=false train.gain_range=1,1
+launch train_variant lr-constant $then train.lr_schedule=constant
+launch train_variant batch-32 $then train.batch_size=32
 wait
 launch separation_variant overlap-0 separation.patch_overlap=0
 launch separation_variant overlap-0.5 separation.patch_overlap=0.5

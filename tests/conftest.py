@@ -32,8 +32,11 @@ def checkpoint(trained: Path) -> Path:
 @pytest.fixture(scope="session")
 def fullband_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
     """A model trained at 44.1 kHz that sees the whole band (n_fft 1024, hop 256: 513 bins up to
-    22 kHz) on the demo set, briefly (about two minutes)."""
+    22 kHz) on the demo set, briefly (about two minutes), with the L1 loss the README advises for
+    full-band training (the SDR loss, a squared error on the waveform, leaves the quiet band above
+    8 kHz to the accompaniment: 26 % of the sibilants' energy in the vocals after this training)."""
     out = tmp_path_factory.mktemp("fullband")
     train.train(train.parse_args(["--dataset", "demo", "--epochs", "12", "--checkpoint-dir", str(out),
-                                  "--device", "cpu", "--lr", "2e-3", "--set", "audio.sample_rate=44100"]))
+                                  "--device", "cpu", "--lr", "2e-3", "--set", "audio.sample_rate=44100",
+                                  "--set", "train.loss=magnitude"]))
     return out / "best.pt"
