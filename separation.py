@@ -100,24 +100,30 @@ def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> tor
     return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
 
 
+def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
+    """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
+    the model's mask of its band of the channels' mean magnitude ("shared") or of each channel
+    ("each"), sharpened by `mask_power`, extended above the model's band (`extend_mask`)."""
+    mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
+    if cfg.separation.stereo == "shared":
+        mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
+    mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
+    return extend_mask(mask, spec)  # (1 or C, bins, frames)
+
+
 def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
                    views: dict[str, Any] | None = None) -> np.ndarray:
     """Vocals (channels, samples) of one block of audio at its own rate.
 
-    One STFT at the input's rate (`STFT`: no resampling); the model sees its band of the
-    channels' mean magnitude ("shared": one mask serves every channel, one network pass) or
-    of each channel ("each"), and its mask, extended to the full band (`extend_mask`), is
+    One STFT at the input's rate (`STFT`: no resampling); the model's mask over the full band
+    (`full_band_mask`: with "shared" one mask serves every channel, one network pass) is
     applied to the channels. If `views` is given, it receives the block's magnitude, mask
     and vocal magnitude (first channel).
     """
     transform = STFT(cfg.audio, rate)
     x = torch.from_numpy(audio)  # (C, samples)
     spec = transform(x)  # (C, bins, frames) complex
-    mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
-    if cfg.separation.stereo == "shared":
-        mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
-    mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
-    mask = extend_mask(mask, spec)  # (1 or C, bins, frames)
+    mask = full_band_mask(model, cfg, transform, spec)  # (1 or C, bins, frames)
     vocals = transform.inverse(spec * mask, x.shape[-1])  # (C, samples)
     if views is not None:
         views.update(mixture=spec[:1].abs(), mask=mask[:1], vocals=(spec[:1] * mask[:1]).abs(),

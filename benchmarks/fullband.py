@@ -100,8 +100,7 @@ def oracles(model: UNet, cfg: Config, measured: list[tuple[str, np.ndarray, np.n
         ratio = v[:, high].abs() / (v[:, high].abs() + (x - v)[:, high].abs()).clamp_min(1e-9)  # (C, high bins, T)
         best = ((v[:, high] * x[:, high].conj()).real.sum((0, 1))
                 / x[:, high].abs().square().sum((0, 1)).clamp_min(1e-12)).clamp(0, 1)  # (T,)
-        mask = separation.predict_mask(model, transform.model_band(x).abs().mean(0, keepdim=True), cfg)
-        share = separation.voicing_share(mask, x, transform.model_bins // 2)[0]  # (T,)
+        share = separation.full_band_mask(model, cfg, transform, x)[0, transform.model_bins]  # default rule: (T,)
         sdr = []
         for gain in (ratio, best.expand_as(ratio)):
             full = torch.cat([torch.zeros_like(x[:, : transform.model_bins].real), gain], dim=1)  # (C, bins, T)
