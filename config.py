@@ -141,6 +141,9 @@ class SeparationConfig:
     patch_overlap: float = 0.5  # overlap of inference patches; the masks of overlapping patches are blended
     blend: str = "mean"  # "mean": overlapping masks averaged; "hann": weighted by a Hann window
     stereo: str = "shared"  # "shared": one mask from the channels' mean magnitude; "each": a mask per channel
+    high_band: str = "top-octave"  # the mask above the model's band (separation.HIGH_BAND): "top-octave",
+    # "whole-band" (the vocal share of the energy in that part of the model's band, per frame),
+    # "top-bins" (the mean mask of the model's top 32 bins), "top-bin", "none" (band-limited vocals)
     mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
     batch_size: int = 16  # patches per forward pass
     bfloat16: bool = True  # bfloat16 autocast where the device computes it natively (AMX/AVX512-BF16, CUDA)
@@ -149,6 +152,7 @@ class SeparationConfig:
         fraction("separation.patch_overlap", self.patch_overlap)
         one_of("separation.blend", self.blend, ("hann", "mean"))
         one_of("separation.stereo", self.stereo, ("shared", "each"))
+        one_of("separation.high_band", self.high_band, ("top-octave", "whole-band", "top-bins", "top-bin", "none"))
         positive("separation", mask_power=self.mask_power, batch_size=self.batch_size)
 
 

@@ -73,20 +73,21 @@ def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
     return vocal / (vocal + rest).clamp_min(1e-8)
 
 
-def extend_mask(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+def extend_mask(mask: torch.Tensor, spec: torch.Tensor, rule: str = "top-octave") -> torch.Tensor:
     """The model's mask (1 or C, model_bins, frames) over every bin of `spec` (C, bins, frames).
 
-    Below the model's band: unchanged. Above it (inputs at rates above the model's), each
-    frame's bins take that frame's vocal share of the energy in the top octave of the
-    model's band, sum(mask * |X|^2) / sum(|X|^2): when the model hears voice near the top
-    of its band, the sibilants and air above it go with the vocals. At or below the
-    model's rate: the mask cut to the input's bins.
+    Below the model's band: unchanged. Above it (inputs at rates above the model's), every
+    bin of a frame takes one value, the frame's row from `HIGH_BAND[rule]`. The default,
+    "top-octave", is the vocal share of the energy in the top octave of the model's band,
+    sum(mask * |X|^2) / sum(|X|^2): when the model hears voice near the top of its band, the
+    sibilants and air above it go with the vocals. At or below the model's rate: the mask
+    cut to the input's bins.
     """
     bins, model_bins = spec.shape[-2], mask.shape[-2]
     if bins <= model_bins:
         return mask[..., :bins, :]
-    share = voicing_share(mask, spec, model_bins // 2)  # (1 or C, frames)
-    high = share.unsqueeze(-2).expand(-1, bins - model_bins, -1)  # (1 or C, bins - model_bins, frames)
+    row = HIGH_BAND[rule](mask, spec)  # (1 or C, frames)
+    high = row.unsqueeze(-2).expand(-1, bins - model_bins, -1)  # (1 or C, bins - model_bins, frames)
     return torch.cat([mask, high], dim=-2)  # (1 or C, bins, frames)
 
 
@@ -100,15 +101,28 @@ def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> tor
     return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
 
 
+# `separation.high_band`: the mask of every bin above the model's band, per frame, from the
+# model's mask (1 or C, model_bins, frames) and the spectrogram -> (1 or C, frames).
+# benchmarks/fullband.py measures them; "none" keeps the vocals within the model's band.
+HIGH_BAND: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "top-octave": lambda mask, spec: voicing_share(mask, spec, mask.shape[-2] // 2),
+    "whole-band": lambda mask, spec: voicing_share(mask, spec, 0),
+    "top-bins": lambda mask, spec: mask[:, -32:].mean(-2),
+    "top-bin": lambda mask, spec: mask[:, -1],
+    "none": lambda mask, spec: torch.zeros_like(mask[:, -1]),
+}
+
+
 def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
     """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
     the model's mask of its band of the channels' mean magnitude ("shared") or of each channel
-    ("each"), sharpened by `mask_power`, extended above the model's band (`extend_mask`)."""
+    ("each"), sharpened by `mask_power`, extended above the model's band by the rule
+    `high_band` (`extend_mask`)."""
     mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
     if cfg.separation.stereo == "shared":
         mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
     mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
-    return extend_mask(mask, spec)  # (1 or C, bins, frames)
+    return extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
 
 
 def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,

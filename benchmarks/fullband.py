@@ -8,8 +8,8 @@
 
 Songs: the MUSDB18 excerpts in ../shared/data/musdb18-sample (44.1 kHz, true stems known),
 or with --demo the synthetic demo test songs (44.1 kHz, sibilants above 5 kHz). For each
-way of covering the band above the model's (the default `extend_mask`, and the simpler
-rules it was chosen over), per song: vocals SDR above 8 kHz (both the true and the
+way of covering the band above the model's (`separation.high_band`: the default
+"top-octave", and the simpler rules it was chosen over), per song: vocals SDR above 8 kHz (both the true and the
 estimated vocals high-passed at 8 kHz; 0 dB = nothing recovered), below 8 kHz (the
 model's band: must not change), and museval's full-band vocals SDR (BSS Eval v4, median
 over 1 s frames).
@@ -18,7 +18,6 @@ over 1 s frames).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from common import SAMPLE
 
 import separation
-from config import Config
+from config import Config, apply_overrides
 from data_generator import STFT, load_tracks, read_audio
 from unet_model import UNet, load_model
 
@@ -48,48 +47,17 @@ def museval_sdr(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray
     return float(np.nanmedian(sdr[0]))
 
 
-def above(mask: torch.Tensor, spec: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The mask (1, model_bins, frames) with `rows` (1, 1, frames) repeated over every bin of spec above it."""
-    extra = max(0, spec.shape[-2] - mask.shape[-2])
-    return torch.cat([mask, rows.expand(-1, extra, -1)], dim=-2)[..., : spec.shape[-2], :]
-
-
-def nothing_above(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """No vocals above the model's band (what resampling to the model's rate gave)."""
-    return above(mask, spec, torch.zeros_like(mask[..., -1:, :]))
-
-
-def top_bin_copied(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """The model's top bin's mask copied upwards."""
-    return above(mask, spec, mask[..., -1:, :])
-
-
-def top_bins_mean(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """The mean mask of the model's top 32 bins, per frame, copied upwards."""
-    return above(mask, spec, mask[..., -32:, :].mean(-2, keepdim=True))
-
-
-def whole_band_voicing(mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """Per frame, the vocal share of the energy in the model's whole band, copied upwards."""
-    if spec.shape[-2] <= mask.shape[-2]:
-        return mask[..., : spec.shape[-2], :]
-    return above(mask, spec, separation.voicing_share(mask, spec, 0).unsqueeze(-2))
-
-
-RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "nothing above the model's band": nothing_above,
-    "top bin copied": top_bin_copied,
-    "mean of the top 32 bins": top_bins_mean,
-    "voicing share, whole band": whole_band_voicing,
-    "voicing share, top octave (default)": separation.extend_mask,
-}
+# The rules measured (`separation.high_band`), as the table names them.
+RULES = {"none": "nothing above the model's band", "top-bin": "top bin copied",
+         "top-bins": "mean of the top 32 bins", "whole-band": "voicing share, whole band",
+         "top-octave": "voicing share, top octave (default)"}
 
 
 def oracles(model: UNet, cfg: Config, measured: list[tuple[str, np.ndarray, np.ndarray, int]]) -> None:
     """Per song, vocals SDR above the model's band for two masks that know the true vocals V
     (X: the mixture): the ideal ratio mask |V| / (|V| + |X - V|), and the best gain per frame
     shared by every bin up there (least squares, in [0, 1]: the most any per-frame rule such
-    as `extend_mask` can reach); and how closely the default rule's per-frame vocal share
+    as `separation.high_band` can reach); and how closely the default rule's per-frame vocal share
     follows that best gain (correlation over frames)."""
     print("| song | ideal ratio mask | best gain per frame | correlation of the default rule with it |")
     print("|---|---|---|---|")
@@ -148,10 +116,10 @@ def main() -> None:
             report(args.estimates, song, mixture, vocals, estimate, rate)
         return
     model, cfg = load_model(args.checkpoint)
-    for name, rule in RULES.items():
-        separation.extend_mask = rule  # separate_block looks it up at call time
+    for rule, name in RULES.items():
+        ruled = apply_overrides(cfg, [f"separation.high_band={rule}"], sections=("separation",))
         for song, mixture, vocals, rate in measured:
-            report(name, song, mixture, vocals, separation.separate_array(model, cfg, mixture, rate), rate)
+            report(name, song, mixture, vocals, separation.separate_array(model, ruled, mixture, rate), rate)
 
 
 if __name__ == "__main__":

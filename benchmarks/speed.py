@@ -93,10 +93,23 @@ def separator(checkpoint: str | None, overrides: list[str]) -> tuple[UNet, Confi
     return model, apply_overrides(cfg, overrides, sections=("separation",))
 
 
-def child_ours(song: Path, overrides: list[str], checkpoint: str | None) -> dict:
+class ConstantMask(torch.nn.Module):
+    """A network that costs nothing (every bin half vocals): what separation costs around the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # predict_mask reads the device from the parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, 0.5)
+
+
+def child_ours(song: Path, overrides: list[str], checkpoint: str | None, network: bool = True) -> dict:
     from inference import separate_file
 
     model, cfg = separator(checkpoint, overrides)
+    if not network:
+        model = ConstantMask()
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         separate_file(model, cfg, song, Path(out))
@@ -110,6 +123,17 @@ def whole_process(song: Path, checkpoint: str) -> float:
         subprocess.run([sys.executable, "inference.py", str(song), "--checkpoint", checkpoint, "--out-dir", out],
                        cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True)
         return time.perf_counter() - started
+
+
+def startup_seconds() -> float:
+    """Wall seconds of `python -c "import inference"` (interpreter start and imports), best of 3."""
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import inference"], cwd=Path(__file__).resolve().parent.parent,
+                       check=True)
+        runs.append(time.perf_counter() - started)
+    return min(runs)
 
 
 def quality(checkpoint: str, overrides: list[str], mir1k: str | None) -> str:
@@ -208,9 +232,9 @@ def run_child(*args: str) -> dict:
 
 def child_main(args: argparse.Namespace) -> None:
     kind = args.child[0]
-    if kind == "ours":
+    if kind in ("ours", "floor"):
         checkpoint = args.child[3] if len(args.child) > 3 else None
-        result = child_ours(Path(args.child[1]), json.loads(args.child[2]), checkpoint)
+        result = child_ours(Path(args.child[1]), json.loads(args.child[2]), checkpoint, network=kind == "ours")
     elif kind == "umx":
         result = child_umx(Path(args.child[1]), int(args.child[2]), int(args.child[3]))
     elif kind == "demucs":
@@ -267,9 +291,15 @@ def main() -> None:
             from unet_model import save_checkpoint
 
             save_checkpoint(checkpoint, UNet(Config().model), Config())
+        floor = run_child("floor", str(song), "[]", *ckpt)
+        print(row("everything but the network (a constant mask in its place)", floor, seconds), flush=True)
         process = whole_process(song, checkpoint)
         print(f"\nwhole process, `python inference.py song.wav` (default): {process:.2f} s, "
               f"{seconds / process:.0f}x real time")
+        startup = startup_seconds()
+        print(f"interpreter start and imports (`python -c 'import inference'`): {startup:.2f} s; with them, "
+              f"everything but the network takes {startup + floor['seconds']:.2f} s, "
+              f"{seconds / (startup + floor['seconds']):.0f}x real time at most")
     if "peers" in only:
         for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
                                      (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),

@@ -12,7 +12,7 @@ from helpers import REPO, demo_gain_db, high_pass, run_main, shared_path, song, 
 
 import inference
 import separation
-from config import Config
+from config import Config, apply_overrides
 from data_generator import load_tracks
 from separation import chunk_bounds, separate_array
 from unet_model import UNet, count_parameters, load_model, read_checkpoint
@@ -306,3 +306,38 @@ def test_a_model_trained_at_44_1_khz_keeps_the_sibilants_in_the_vocals(fullband_
         assert in_vocals > 0.55 and in_accompaniment < 0.45, (track.name, in_vocals, in_accompaniment)
         high_sdr = 10 * np.log10(energy / np.sum((true - vocals_out) ** 2))
         assert high_sdr > 3.0, (track.name, high_sdr)
+
+
+def test_high_band_rules_fill_the_band_above_the_model_frame_by_frame():
+    """A model band of 8 bins under 16: below, the model's mask as it is; above, one value per frame."""
+    mask = torch.zeros(1, 8, 3)
+    mask[0, 4:, 0] = 1.0  # frame 0: the top octave is all voice
+    mask[0, 4:, 1] = torch.tensor([1.0, 1.0, 0.0, 0.0])  # frame 1: its lower half is voice...
+    spec = torch.ones(2, 16, 3, dtype=torch.complex64)
+    spec[:, 4:6, 1] = 3.0  # ...and holds 9 / 10 of its energy
+    expected = {"top-octave": [1.0, 0.9, 0.0], "whole-band": [0.5, 18 / 24, 0.0],
+                "top-bins": [0.5, 0.25, 0.0], "top-bin": [1.0, 0.0, 0.0], "none": [0.0, 0.0, 0.0]}
+    assert set(expected) == set(separation.HIGH_BAND)
+    for rule, rows in expected.items():
+        full = separation.extend_mask(mask, spec, rule)
+        assert full.shape == (1, 16, 3) and torch.equal(full[:, :8], mask), rule
+        assert torch.allclose(full[0, 8:], torch.tensor(rows).expand(8, 3)), (rule, full[0, 8:, :])
+    assert torch.equal(separation.extend_mask(mask, spec[:, :6]), mask[:, :6])  # at a lower rate: cut
+
+
+def test_a_16_khz_model_at_44_1_khz_gives_the_voice_above_8_khz_to_the_vocals(checkpoint, demo_root):
+    """The default rule keeps much of the demo voice's sibilants above 8 kHz in the vocals;
+    `none` keeps nothing there; below the model's band the rules give the same vocals."""
+    model, cfg = load_model(checkpoint)
+    mixture, vocals, rate = load_tracks("demo", demo_root, "test")[0].load()
+    true = high_pass(vocals, rate, 8500)
+    shares = {}
+    for rule in ("top-octave", "none"):
+        ruled = apply_overrides(cfg, [f"separation.high_band={rule}"])
+        estimate = separate_array(model, ruled, mixture, rate)
+        shares[rule] = np.sum(high_pass(estimate, rate, 8500) * true) / np.sum(true * true)
+        low = estimate - high_pass(estimate, rate, 7500)
+        if rule == "top-octave":
+            reference = low
+    assert np.sum((low - reference) ** 2) < 1e-4 * np.sum(reference ** 2)  # -40 dB: the same below
+    assert shares["none"] < 0.01 < 0.3 < shares["top-octave"], shares
