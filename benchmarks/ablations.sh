@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MIR-1K ablations behind benchmarks/README.md. Every variant trains on the same patch
-# budget (EPOCHS x SAMPLES patches), is chosen on validation clips of the training singers,
-# then scores every test clip under ROOT.
+# budget (EPOCHS x SAMPLES patches; levers that change what a patch costs, on the same
+# minutes, TIMED_MINUTES), is chosen on validation clips of the training singers, then
+# scores every test clip under ROOT.
 #   ROOT=../shared/data/MIR-1K bash benchmarks/ablations.sh            # the defaults' table (CPU)
 #   ROOT=... PARALLEL=1 DEVICE=cuda bash benchmarks/ablations.sh       # all at once on one GPU
 #   ROOT=... bash benchmarks/ablations.sh levers                       # the levers' table, 12 epochs
@@ -13,6 +14,7 @@ SAMPLES=${SAMPLES:-$([ "$ROUND" = levers ] && echo 0 || echo 2000)}  # 0: every 
 PARALLEL=${PARALLEL:-0}
 DEVICE=${DEVICE:-auto}
 MINUTES=${MINUTES:-600}  # safety cap per variant
+TIMED_MINUTES=${TIMED_MINUTES:-12.3}  # what the levers' default took for its 12 epochs here; measure yours
 EXTRA_SET=${EXTRA_SET:-}  # overrides for every variant, e.g. train.data_workers=1
 mkdir -p results/ablations
 
@@ -25,6 +27,10 @@ train_variant() {  # name, training overrides...
   "${PYTHON:-python}" benchmarks/mir1k.py --root "$ROOT" --epochs "$EPOCHS" "${samples[@]}" --minutes "$MINUTES" \
     --device "$DEVICE" --workers 2 --name "ablation-$name" "${sets[@]}" ${HOLD_OUT:+--hold-out "$HOLD_OUT"} \
     > "results/ablations/$name.log" 2>&1
+}
+
+timed_variant() {  # name, training overrides...: TIMED_MINUTES of training instead of EPOCHS
+  EPOCHS=0 MINUTES=$TIMED_MINUTES train_variant "$@"
 }
 
 separation_variant() {  # name, separation overrides... (scores the default model)
@@ -48,6 +54,13 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2
     launch train_variant "ema-0.998-s$seed" "train.seed=$seed" $then train.ema=0.998
     launch train_variant "pitch-sdr-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr
+    launch train_variant "pitch-sdr-batch-8-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
+      train.batch_size=8
+    # levers that change what a patch costs get the default's minutes instead of its epochs
+    launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
+      train.loss=sdr model.channels=8,16,32,64,128,256
+    launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
+      train.loss=sdr audio.patch_frames=256
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
