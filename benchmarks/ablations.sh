@@ -56,6 +56,8 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     launch train_variant "pitch-sdr-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr
     launch train_variant "pitch-sdr-batch-8-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
       train.batch_size=8
+    launch train_variant "pitch-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
+      train.lr=2e-3
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
       train.loss=sdr model.channels=8,16,32,64,128,256
