@@ -134,6 +134,11 @@ class TrainConfig:
             raise InputError("train.samples_per_epoch and train.valid_tracks must be >= 0")
 
 
+# The rules for the mask above the model's band (`separation.high_band`); separation.HIGH_BAND
+# computes each.
+HIGH_BAND_RULES = ("top-octave", "whole-band", "top-bins", "top-bin", "none")
+
+
 @dataclass
 class SeparationConfig:
     """How a trained model is applied; the only section inference may override (--set)."""
@@ -152,7 +157,7 @@ class SeparationConfig:
         fraction("separation.patch_overlap", self.patch_overlap)
         one_of("separation.blend", self.blend, ("hann", "mean"))
         one_of("separation.stereo", self.stereo, ("shared", "each"))
-        one_of("separation.high_band", self.high_band, ("top-octave", "whole-band", "top-bins", "top-bin", "none"))
+        one_of("separation.high_band", self.high_band, HIGH_BAND_RULES)
         positive("separation", mask_power=self.mask_power, batch_size=self.batch_size)
 
 
