@@ -20,10 +20,17 @@ RATE = 44100
 
 
 def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers: a virtual machine may name only
+    "AMD EPYC", and CPUs behind that one name have trained this project 1.6x apart."""
     if Path("/proc/cpuinfo").exists():
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if ":" not in line:
+                break  # the first processor's block ends at its blank line
+            key, value = (part.strip() for part in line.split(":", 1))
+            fields.setdefault(key, value)
+        if "model name" in fields:
+            return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
     return platform.processor() or platform.machine()
 
 

@@ -5,6 +5,7 @@
     python benchmarks/fullband.py --write-songs /tmp/songs     # the mixtures as wav, for another separator
     python benchmarks/fullband.py --estimates OUT              # score OUT/<song>/vocals.wav instead
     python benchmarks/fullband.py --checkpoint pretrained/unet-mir1k.pt --oracles   # what a rule could reach
+    python benchmarks/fullband.py --vocal-bands ../shared/data/MIR-1K   # where the training voices have energy
 
 Songs: the MUSDB18 excerpts in ../shared/data/musdb18-sample (44.1 kHz, true stems known),
 or with --demo the synthetic demo test songs (44.1 kHz, sibilants above 5 kHz). For each
@@ -18,6 +19,7 @@ over 1 s frames).
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,32 @@ def oracles(model: UNet, cfg: Config, measured: list[tuple[str, np.ndarray, np.n
         print(f"| {song} | {sdr[0]:.2f} | {sdr[1]:.2f} | {np.corrcoef(share.numpy(), best.numpy())[0, 1]:.2f} |")
 
 
+BANDS_HZ = (0, 1000, 2000, 4000, 5500, 7000, 8000, 12000, 16000)
+
+
+def band_energies(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> np.ndarray:
+    """Energy of the vocals and of the rest (2, bands) in each band of BANDS_HZ (0 from Nyquist up)."""
+    freqs = np.fft.rfftfreq(mixture.shape[-1], 1 / rate)
+    power = np.abs(np.fft.rfft(np.stack([vocals, mixture - vocals]), axis=-1)) ** 2  # (2, C, freqs)
+    return np.stack([power[..., (freqs >= low) & (freqs < min(high, rate / 2))].sum((-2, -1))
+                     for low, high in itertools.pairwise(BANDS_HZ)], axis=-1)  # (2, bands)
+
+
+def vocal_bands(mir1k: str, measured: list[tuple[str, np.ndarray, np.ndarray, int]]) -> None:
+    """Per band, the vocals' share of the energy in MIR-1K's training clips (all together) and
+    in each song measured: a model learns to give a band to the vocals only where its
+    training voices had energy."""
+    training = sum(band_energies(*track.load()) for track in load_tracks("mir1k", mir1k, "train"))
+    rows = [("MIR-1K training clips", training)]
+    rows += [(song, band_energies(mixture, vocals, rate)) for song, mixture, vocals, rate in measured]
+    print("| vocals' share of the energy | "
+          + " | ".join(f"{low / 1000:g}-{high / 1000:g} kHz" for low, high in itertools.pairwise(BANDS_HZ)) + " |")
+    print("|---" * len(BANDS_HZ) + "|")
+    for name, energy in rows:
+        total = energy.sum(0)
+        print(f"| {name} | " + " | ".join(f"{v / t:.2f}" if t > 0 else "" for v, t in zip(energy[0], total)) + " |")
+
+
 def songs(demo: bool) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
     """(name, mixture, vocals, rate) of the songs measured."""
     if demo:
@@ -99,8 +127,13 @@ def main() -> None:
     p.add_argument("--estimates", help="score OUT/<song>/vocals.wav (another separator's output)")
     p.add_argument("--write-songs", help="write each mixture to DIR/<song>.wav and stop")
     p.add_argument("--oracles", action="store_true", help="what masks that know the true vocals reach above 8 kHz")
+    p.add_argument("--vocal-bands", metavar="MIR1K_ROOT",
+                   help="the vocals' share of the energy per band, MIR-1K's training clips against the songs")
     args = p.parse_args()
     measured = songs(args.demo)
+    if args.vocal_bands:
+        vocal_bands(args.vocal_bands, measured)
+        return
     if args.write_songs:
         for song, mixture, _, rate in measured:
             Path(args.write_songs).mkdir(parents=True, exist_ok=True)
