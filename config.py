@@ -95,7 +95,7 @@ class TrainConfig:
     epochs: int = 40  # with --max-minutes and no --epochs, the budget alone decides (0: no epoch limit)
     patch_overlap: float = 0.75  # overlap of consecutive training patches
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
     ema: float = 0.0  # decay per step of an average of the weights, validated and saved instead (0: off)

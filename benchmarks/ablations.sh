@@ -46,7 +46,7 @@ launch() {
 }
 
 if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss), two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
-  then="train.loss=magnitude train.pitch_shifts="  # the default of the levers' time, whatever today's is
+  then="train.loss=magnitude train.pitch_shifts= train.lr=1e-3"  # the default of the levers' time, whatever today's is
   for seed in 42 7; do
     launch train_variant "base-s$seed" "train.seed=$seed" $then
     launch train_variant "sdr-loss-s$seed" "train.seed=$seed" $then train.loss=sdr
@@ -58,6 +58,10 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
       train.batch_size=8
     launch train_variant "pitch-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
       train.lr=2e-3
+    launch train_variant "pitch-sdr-lr-3e-3-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
+      train.lr=3e-3
+    launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
+      train.loss=sdr train.lr=2e-3 train.gain_range=0.25,2
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
       train.loss=sdr model.channels=8,16,32,64,128,256
@@ -69,7 +73,7 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
   exit 0
 fi
 
-then="train.loss=mask train.pitch_shifts="  # the default of this round's time, whatever today's is
+then="train.loss=mask train.pitch_shifts= train.lr=1e-3"  # the default of this round's time, whatever today's is
 launch train_variant default $then
 launch train_variant paper-stft $then audio.sample_rate=8192 audio.hop_length=768
 launch train_variant loss-magnitude $then train.loss=magnitude
