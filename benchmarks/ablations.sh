@@ -47,26 +47,22 @@ launch() {
 
 if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss), two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
   then="train.loss=magnitude train.pitch_shifts= train.lr=1e-3"  # the default of the levers' time, whatever today's is
+  pitch_sdr="train.pitch_shifts=-2,-1,1,2 train.loss=sdr"  # pitch shifts and the SDR loss, both in the default since
   for seed in 42 7; do
     launch train_variant "base-s$seed" "train.seed=$seed" $then
     launch train_variant "sdr-loss-s$seed" "train.seed=$seed" $then train.loss=sdr
     launch train_variant "input-power-0.3-s$seed" "train.seed=$seed" $then model.input_power=0.3
     launch train_variant "pitch-shifts-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2
     launch train_variant "ema-0.998-s$seed" "train.seed=$seed" $then train.ema=0.998
-    launch train_variant "pitch-sdr-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr
-    launch train_variant "pitch-sdr-batch-8-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
-      train.batch_size=8
-    launch train_variant "pitch-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
-      train.lr=2e-3
-    launch train_variant "pitch-sdr-lr-3e-3-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 train.loss=sdr \
-      train.lr=3e-3
-    launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
-      train.loss=sdr train.lr=2e-3 train.gain_range=0.25,2
+    launch train_variant "pitch-sdr-s$seed" "train.seed=$seed" $then $pitch_sdr
+    launch train_variant "pitch-sdr-batch-8-s$seed" "train.seed=$seed" $then $pitch_sdr train.batch_size=8
+    launch train_variant "pitch-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3
+    launch train_variant "pitch-sdr-lr-3e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=3e-3
+    launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
+      train.gain_range=0.25,2
     # levers that change what a patch costs get the default's minutes instead of its epochs
-    launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
-      train.loss=sdr model.channels=8,16,32,64,128,256
-    launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then train.pitch_shifts=-2,-1,1,2 \
-      train.loss=sdr audio.patch_frames=256
+    launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
+    launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then $pitch_sdr audio.patch_frames=256
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
