@@ -104,6 +104,7 @@ class TrainConfig:
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
+    eq_db: float = 0.0  # when remixing, a random equalizer per source: smooth gains within +-eq_db dB (0: off)
     pitch_shifts: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)  # semitones: resampled copies of each
     # track's vocals (with remix); they triple the training spectra's memory (`train.pitch_shifts=`: none)
     pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies
@@ -130,6 +131,8 @@ class TrainConfig:
             raise InputError(f"train.pitch_shifts={self.pitch_shifts}: semitones within [-12, 12]")
         if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:
             raise InputError(f"train.gain_range={self.gain_range}: expected two gains 0 < low <= high")
+        if not 0 <= self.eq_db <= 40:
+            raise InputError(f"train.eq_db={self.eq_db}: must be within [0, 40] dB")
         if self.samples_per_epoch < 0 or self.valid_tracks < 0:
             raise InputError("train.samples_per_epoch and train.valid_tracks must be >= 0")
 

@@ -559,17 +559,32 @@ class PatchDataset(Dataset):
         start = self.rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)
         return self.patch(track, start, spec)[0]
 
+    def equalizer_gains(self, bins: int, anchors: int = 8) -> torch.Tensor:
+        """(2 sources, bins): a random equalizer per source, in linear gain. Gains in dB are drawn
+        within +-`train.eq_db` at `anchors` frequencies spread evenly in octaves (from the first
+        bin above 0 Hz to the top one) and interpolated between them, so each curve is smooth:
+        a change of timbre, not a comb. Applied to a complex spectrum, a gain per bin is what a
+        filter much shorter than the STFT window does to the waveform."""
+        octaves = np.log2(np.maximum(np.arange(bins), 1))  # (bins,): bin 0 (DC) shares bin 1's gain
+        at = np.linspace(0, octaves[-1], anchors)  # (anchors,)
+        db = self.rng.uniform(-self.train.eq_db, self.train.eq_db, size=(2, anchors))
+        curves = np.stack([np.interp(octaves, at, row) for row in db])  # (2, bins)
+        return torch.from_numpy((10 ** (curves / 20)).astype(np.float32))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and 2 gains.
+        """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and (2 sources,
+        1 or bins) gains, one per source or per source and bin (`train.eq_db`).
 
         Mixing and normalization are done per batch, in `collate`.
         """
         t, start = self.index[i]
         vocals, accompaniment = self.patch(t, start)
-        gains = torch.ones(2)
+        gains = torch.ones(2, 1)
         if self.remix:
             low, high = self.train.gain_range
-            gains = torch.from_numpy(self.rng.uniform(low, high, size=2).astype(np.float32))
+            gains = torch.from_numpy(self.rng.uniform(low, high, size=(2, 1)).astype(np.float32))
+            if self.train.eq_db:
+                gains = gains * self.equalizer_gains(vocals.shape[-2])
             if self.shifted[t] and self.rng.random() < self.train.pitch_prob:
                 vocals = self.shifted_vocals(t)
             if len(self.specs) > 1 and self.rng.random() < self.train.remix_prob:
@@ -580,11 +595,12 @@ class PatchDataset(Dataset):
     def collate(self, items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of (mixture, vocals) complex spectra (batch, 1, bins, frames), both divided by the
         mixture's normalization scale (`normalize_patches` of its magnitude)."""
-        vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))  # (B, 2, bins, T) x2, (B, 2)
+        vocals, accompaniment, gains = (torch.stack(x) for x in zip(*items))  # (B, 2, bins, T) x2, (B, 2, 1 or bins)
         vocals = torch.complex(vocals[:, 0].float(), vocals[:, 1].float()).unsqueeze(1)  # (B, 1, bins, T)
         accompaniment = torch.complex(accompaniment[:, 0].float(), accompaniment[:, 1].float()).unsqueeze(1)
-        vocals = vocals * gains[:, :1, None, None]
-        mix = vocals + accompaniment * gains[:, 1:, None, None]  # complex sum = STFT of the sum
+        gains = gains.unsqueeze(-1)  # (B, 2, 1 or bins, 1): per source, and per bin with the equalizer
+        vocals = vocals * gains[:, :1]
+        mix = vocals + accompaniment * gains[:, 1:]  # complex sum = STFT of the sum
         _, scale = normalize_patches(mix.abs(), self.audio.normalization)  # scale: (B, 1, 1, 1)
         return mix / scale, vocals / scale
 

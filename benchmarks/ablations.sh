@@ -60,6 +60,11 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     launch train_variant "pitch-sdr-lr-3e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=3e-3
     launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
       train.gain_range=0.25,2
+    launch train_variant "pitch-sdr-lr-2e-3-no-dropout-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
+      model.dropout=0
+    launch train_variant "pitch-sdr-lr-2e-3-dropout-5-layers-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
+      model.dropout_layers=5
+    launch train_variant "pitch-sdr-lr-2e-3-eq-6-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 train.eq_db=6
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
     launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then $pitch_sdr audio.patch_frames=256

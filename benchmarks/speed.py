@@ -192,8 +192,10 @@ def child_demucs(song: Path) -> dict:
     return time_peer(song, lambda mix: apply_model(model, mix, overlap=0.25, progress=False)[0, 3])
 
 
-def child_train(steps: int, workers: int, amp: bool) -> dict:
-    """Patches per second and the share of step time spent waiting for data (demo set)."""
+def child_train(steps: int, workers: int, amp: bool, compiled: bool) -> dict:
+    """Patches per second, the share of step time spent waiting for data (demo set), and the
+    seconds of the first 3 steps (excluded from the rate; with `compiled`, the network's
+    torch.compile happens there)."""
     from torch.utils.data import DataLoader
 
     from data_generator import PatchDataset, load_tracks, worker_seed
@@ -206,6 +208,8 @@ def child_train(steps: int, workers: int, amp: bool) -> dict:
                         collate_fn=dataset.collate, worker_init_fn=worker_seed, persistent_workers=workers > 0)
     model = UNet(cfg.model).to(memory_format=torch.channels_last)
     trainer = Trainer(cfg, model, torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, amp=amp)
+    if compiled:  # the network only; the loss and the optimizer stay eager
+        trainer.model = torch.compile(model)
     waited = done = 0
     started = time.perf_counter()
     while done < steps:
@@ -215,12 +219,14 @@ def child_train(steps: int, workers: int, amp: bool) -> dict:
             trainer.step(mix, vocals)
             done += 1
             if done == 3:  # warm-up excluded
+                warm_up = time.perf_counter() - started
                 waited, started = 0.0, time.perf_counter()
             if done >= steps:
                 break
             tick = time.perf_counter()
     seconds = time.perf_counter() - started
-    return {"patches_per_second": (steps - 3) * cfg.train.batch_size / seconds, "data_wait": waited / seconds}
+    return {"patches_per_second": (steps - 3) * cfg.train.batch_size / seconds, "data_wait": waited / seconds,
+            "warm_up_s": warm_up}
 
 
 def run_child(*args: str) -> dict:
@@ -240,7 +246,7 @@ def child_main(args: argparse.Namespace) -> None:
     elif kind == "demucs":
         result = child_demucs(Path(args.child[1]))
     else:
-        result = child_train(int(args.child[1]), int(args.child[2]), args.child[3] == "1")
+        result = child_train(int(args.child[1]), int(args.child[2]), args.child[3] == "1", args.child[4] == "1")
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -318,12 +324,13 @@ def main() -> None:
             print(row(f"this U-Net, default, {minutes:g}-minute song", result, minutes * 60), flush=True)
             long_song.unlink()
     if "train" in only:
-        print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | DataLoader workers | patches/s | "
-              "data wait |\n|---|---|---|---|")
-        for amp, workers in ((1, 0), (1, 1), (0, 0)):
-            r = run_child("train", "40", str(workers), str(amp))
-            print(f"| {'bfloat16 autocast' if amp else 'float32'} | {workers} | {r['patches_per_second']:.1f} | "
-                  f"{r['data_wait']:.1%} |", flush=True)
+        print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | network | DataLoader workers | "
+              "patches/s | data wait | first 3 steps s |\n|---|---|---|---|---|---|")
+        for amp, workers, compiled in ((1, 0, 0), (1, 1, 0), (0, 0, 0), (1, 0, 1)):
+            r = run_child("train", "40", str(workers), str(amp), str(compiled))
+            print(f"| {'bfloat16 autocast' if amp else 'float32'} | {'torch.compile' if compiled else 'eager'} | "
+                  f"{workers} | {r['patches_per_second']:.1f} | {r['data_wait']:.1%} | {r['warm_up_s']:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

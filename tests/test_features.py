@@ -133,7 +133,7 @@ def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mi
     cfg = Config()
     data = PatchDataset(made_tracks(2), cfg)
     vocals, accompaniment, _ = data[0]
-    gains = torch.tensor([2.0, 0.5])
+    gains = torch.tensor([[2.0], [0.5]])  # (sources, 1): one gain per source
     mix, voc = data.collate([(vocals, accompaniment, gains)])
     assert mix.shape == voc.shape == (1, 1, 513, 128) and mix.is_complex()
     assert mix.abs().max() == pytest.approx(1.0)  # normalized by the mixture's peak magnitude
@@ -187,6 +187,25 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     assert PatchDataset(tracks, apply_overrides(cfg, ["train.pitch_shifts="]), remix=True).shifted == [[], []]
 
 
+def test_equalizer_gains_are_smooth_bounded_per_source_and_applied_per_bin():
+    cfg = apply_overrides(Config(), ["train.eq_db=6", "train.gain_range=1,1"])
+    data = PatchDataset(made_tracks(2), cfg, remix=True)
+    curves = torch.stack([data.equalizer_gains(513) for _ in range(50)])  # (50, 2 sources, 513)
+    db = 20 * curves.log10()
+    assert db.abs().max() <= 6 + 1e-4 and db.abs().max() > 4  # within +-6 dB, and using the range
+    assert (db[:, 0] - db[:, 1]).abs().mean() > 1  # the sources get their own curves
+    assert (db[..., 17:] - db[..., 16:-1]).abs().max() < 1.5  # smooth in octaves: from bin 16 (250 Hz)
+    # up, under 1.5 dB from bin to bin
+    vocals, accompaniment, gains = data[0]
+    assert gains.shape == (2, 513)
+    mix, voc = data.collate([(vocals, accompaniment, gains)])
+    v = torch.complex(vocals[0].float(), vocals[1].float()) * gains[0, :, None]  # (bins, frames)
+    m = v + torch.complex(accompaniment[0].float(), accompaniment[1].float()) * gains[1, :, None]
+    assert torch.allclose(voc[0, 0], v / m.abs().max(), atol=1e-5)
+    assert torch.allclose(mix[0, 0], m / m.abs().max(), atol=1e-5)
+    assert PatchDataset(made_tracks(2), cfg)[0][2].shape == (2, 1)  # validation items: no equalizer
+
+
 def test_remixing_puts_vocals_over_another_tracks_accompaniment():
     cfg = apply_overrides(Config(), ["train.remix_prob=1", "train.gain_range=1,1"])
     data = PatchDataset(made_tracks(3), cfg, remix=True)
@@ -194,7 +213,7 @@ def test_remixing_puts_vocals_over_another_tracks_accompaniment():
     seen = set()
     for i in range(len(data)):
         _, accompaniment, gains = data[i]
-        assert torch.equal(gains, torch.ones(2))
+        assert torch.equal(gains, torch.ones(2, 1))
         seen.add(accompaniment.float().sum().item())
     assert seen <= own and len(seen) > 1
 
