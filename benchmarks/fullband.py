@@ -28,7 +28,7 @@ import torch
 from common import SAMPLE
 
 import separation
-from config import Config, apply_overrides
+from config import HIGH_BAND_RULES, Config, apply_overrides
 from data_generator import STFT, load_tracks, read_audio
 from unet_model import UNet, load_model
 
@@ -50,9 +50,15 @@ def museval_sdr(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray
 
 
 # The rules measured (`separation.high_band`), as the table names them.
-RULES = {"none": "nothing above the model's band", "top-bin": "top bin copied",
-         "top-bins": "mean of the top 32 bins", "whole-band": "voicing share, whole band",
-         "top-octave": "voicing share, top octave (default)"}
+RULE_NAMES = {"none": "nothing above the model's band", "top-bin": "top bin copied",
+              "top-bins": "mean of the top 32 bins", "whole-band": "voicing share, whole band",
+              "top-octave": "voicing share, top octave"}
+
+
+def rule_name(rule: str) -> str:
+    """The table's name of a `separation.high_band` rule (a rule without one shows as itself)."""
+    name = RULE_NAMES.get(rule, rule)
+    return f"{name} (default)" if rule == Config().separation.high_band else name
 
 
 def oracles(model: UNet, cfg: Config, measured: list[tuple[str, np.ndarray, np.ndarray, int]]) -> None:
@@ -149,10 +155,10 @@ def main() -> None:
             report(args.estimates, song, mixture, vocals, estimate, rate)
         return
     model, cfg = load_model(args.checkpoint)
-    for rule, name in RULES.items():
+    for rule in reversed(HIGH_BAND_RULES):  # every rule config.py knows, so none is left out
         ruled = apply_overrides(cfg, [f"separation.high_band={rule}"], sections=("separation",))
         for song, mixture, vocals, rate in measured:
-            report(name, song, mixture, vocals, separation.separate_array(model, ruled, mixture, rate), rate)
+            report(rule_name(rule), song, mixture, vocals, separation.separate_array(model, ruled, mixture, rate), rate)
 
 
 if __name__ == "__main__":
