@@ -482,7 +482,9 @@ class PatchDataset(Dataset):
     `train.pitch_shifts`, each track's vocals are also kept resampled by each shift (higher
     and shorter, or lower and longer, like a tape played faster or slower), and a share
     `train.pitch_prob` of the items take their vocals from one of those copies (4 bytes per
-    bin and frame each: the default four triple the memory above).
+    bin and frame each: the default four triple the memory above). With remix and
+    `train.eq_db`, each source of an item also gets its own random equalizer
+    (`equalizer_gains`).
     """
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:

@@ -102,6 +102,7 @@ def test_folding_batchnorm_keeps_the_output():
     ("audio.hop_length=2048", "longer than audio.n_fft"),
     ("train.lr=-1", "must be > 0"),
     ("train.gain_range=1.5,0.5", "low <= high"),
+    ("train.eq_db=-3", "train.eq_db=-3.0: must be within [0, 40] dB"),
     ("model.dropout=1.5", "within [0, 1)"),
     ("model.input_power=0", "must be > 0"),
 ])
