@@ -64,6 +64,8 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
       model.dropout=0
     launch train_variant "pitch-sdr-lr-2e-3-dropout-5-layers-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
       model.dropout_layers=5
+    launch train_variant "pitch-4-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
+      train.pitch_shifts=-4,-3,-2,-1,1,2,3,4
     launch train_variant "pitch-sdr-lr-2e-3-eq-6-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 train.eq_db=6
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
