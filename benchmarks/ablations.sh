@@ -48,6 +48,7 @@ launch() {
 if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss), two seeds; HOLD_OUT=abjones: trained on amy, scored on abjones
   then="train.loss=magnitude train.pitch_shifts= train.lr=1e-3"  # the default of the levers' time, whatever today's is
   pitch_sdr="train.pitch_shifts=-2,-1,1,2 train.loss=sdr"  # pitch shifts and the SDR loss, both in the default since
+  today="$pitch_sdr train.lr=2e-3"  # today's default: the pair above and twice the learning rate
   for seed in 42 7; do
     launch train_variant "base-s$seed" "train.seed=$seed" $then
     launch train_variant "sdr-loss-s$seed" "train.seed=$seed" $then train.loss=sdr
@@ -58,15 +59,11 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     launch train_variant "pitch-sdr-batch-8-s$seed" "train.seed=$seed" $then $pitch_sdr train.batch_size=8
     launch train_variant "pitch-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3
     launch train_variant "pitch-sdr-lr-3e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=3e-3
-    launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
-      train.gain_range=0.25,2
-    launch train_variant "pitch-sdr-lr-2e-3-no-dropout-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
-      model.dropout=0
-    launch train_variant "pitch-sdr-lr-2e-3-dropout-5-layers-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
-      model.dropout_layers=5
-    launch train_variant "pitch-4-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 \
-      train.pitch_shifts=-4,-3,-2,-1,1,2,3,4
-    launch train_variant "pitch-sdr-lr-2e-3-eq-6-s$seed" "train.seed=$seed" $then $pitch_sdr train.lr=2e-3 train.eq_db=6
+    launch train_variant "pitch-sdr-lr-2e-3-gains-0.25-2-s$seed" "train.seed=$seed" $then $today train.gain_range=0.25,2
+    launch train_variant "pitch-sdr-lr-2e-3-no-dropout-s$seed" "train.seed=$seed" $then $today model.dropout=0
+    launch train_variant "pitch-sdr-lr-2e-3-dropout-5-layers-s$seed" "train.seed=$seed" $then $today model.dropout_layers=5
+    launch train_variant "pitch-4-sdr-lr-2e-3-s$seed" "train.seed=$seed" $then $today train.pitch_shifts=-4,-3,-2,-1,1,2,3,4
+    launch train_variant "pitch-sdr-lr-2e-3-eq-6-s$seed" "train.seed=$seed" $then $today train.eq_db=6
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
     launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then $pitch_sdr audio.patch_frames=256
