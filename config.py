@@ -75,6 +75,7 @@ class ModelConfig:
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers that use dropout
     input_power: float = 1.0  # the network sees magnitude ** input_power (< 1 compresses loud against quiet bins)
+    bin_position: bool = False  # a second input channel: each bin's height in the band (0 at DC, 1 at the top)
 
     def check(self, audio: AudioConfig) -> None:
         positive("model", kernel_size=self.kernel_size, input_power=self.input_power,
@@ -96,13 +97,14 @@ class TrainConfig:
     patch_overlap: float = 0.75  # overlap of consecutive training patches
     batch_size: int = 16
     lr: float = 2e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled (AdamW): each step shrinks the weights by lr * weight_decay
     lr_schedule: str = "cosine"  # "cosine" (over epochs or --max-minutes) or "constant"
     ema: float = 0.0  # decay per step of an average of the weights, validated and saved instead (0: off)
     loss: str = "sdr"  # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the
     # mixture's phase); "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
+    random_offsets: bool = False  # with remix, training patches start anywhere within their hop, not on a grid
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
     eq_db: float = 0.0  # when remixing, a random equalizer per source: smooth gains within +-eq_db dB (0: off)
     pitch_shifts: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)  # semitones: resampled copies of each

@@ -494,7 +494,7 @@ class PatchDataset(Dataset):
         self.specs: list[np.ndarray] = []  # (2 sources, 2 re/im, bins, frames) float16, maybe memory-mapped
         self.shifted: list[list[np.ndarray]] = []  # per track: (1 source, 2 re/im, bins, frames) per pitch shift
         self.index: list[tuple[int, int]] = []  # (track, first frame)
-        hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
+        self.hop = hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
         shifts = cfg.train.pitch_shifts if remix else ()
         for t, track in enumerate(tracks):
             spec, *shifted = self.track_spectra(track, shifts) if cache is None else \
@@ -573,13 +573,21 @@ class PatchDataset(Dataset):
         curves = np.stack([np.interp(octaves, at, row) for row in db])  # (2, bins)
         return torch.from_numpy((10 ** (curves / 20)).astype(np.float32))
 
+    def patch_start(self, i: int) -> tuple[int, int]:
+        """(track, first frame) of item i: on the grid of patch starts, or with remix and
+        `train.random_offsets` anywhere up to the next start."""
+        t, start = self.index[i]
+        if self.remix and self.train.random_offsets:
+            start += int(self.rng.integers(self.hop))
+        return t, start
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vocals, accompaniment, gains): float16 (re/im, bins, frames) spectra and (2 sources,
         1 or bins) gains, one per source or per source and bin (`train.eq_db`).
 
         Mixing and normalization are done per batch, in `collate`.
         """
-        t, start = self.index[i]
+        t, start = self.patch_start(i)
         vocals, accompaniment = self.patch(t, start)
         gains = torch.ones(2, 1)
         if self.remix:
@@ -590,7 +598,7 @@ class PatchDataset(Dataset):
             if self.shifted[t] and self.rng.random() < self.train.pitch_prob:
                 vocals = self.shifted_vocals(t)
             if len(self.specs) > 1 and self.rng.random() < self.train.remix_prob:
-                other, other_start = self.index[self.rng.integers(len(self.index))]
+                other, other_start = self.patch_start(self.rng.integers(len(self.index)))
                 accompaniment = self.patch(other, other_start)[1]
         return vocals, accompaniment, gains
 

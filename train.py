@@ -273,8 +273,8 @@ class Trainer:
         self.average = WeightAverage(self.net, cfg.train.ema) if cfg.train.ema else None
         self.kept = self.average.model if self.average else self.net
         self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
-                                          weight_decay=cfg.train.weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,  # AdamW: the decay is not
+                                           weight_decay=cfg.train.weight_decay)  # scaled by Adam's step sizes
         self.dtype = autocast_dtype(device, amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.budget = max_minutes * 60 if max_minutes else None

@@ -35,7 +35,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         k, pad = cfg.kernel_size, cfg.kernel_size // 2
-        widths = (1, *cfg.channels)
+        widths = (2 if cfg.bin_position else 1, *cfg.channels)
         self.encoder = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=2, padding=pad),
                           nn.BatchNorm2d(c_out), nn.LeakyReLU(cfg.leaky_slope))
@@ -44,7 +44,7 @@ class UNet(nn.Module):
         depth = len(cfg.channels)
         for i in range(depth):
             c_in = widths[depth - i] * (1 if i == 0 else 2)  # deeper layers also get the skip
-            c_out = widths[depth - i - 1]
+            c_out = widths[depth - i - 1] if i < depth - 1 else 1
             layer = [nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=pad, output_padding=1)]
             if i < depth - 1:
                 layer += [nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -53,6 +53,7 @@ class UNet(nn.Module):
             self.decoder.append(nn.Sequential(*layer))
         self.multiple = 2 ** depth
         self.input_power = cfg.input_power
+        self.bin_position = cfg.bin_position
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """(batch, 1, bins, frames) mixture magnitude -> vocal mask of the same shape."""
@@ -60,6 +61,9 @@ class UNet(nn.Module):
         x = mag[..., :usable, :]  # (B, 1, 512, T)
         if self.input_power != 1.0:
             x = x.clamp_min(0).pow(self.input_power)
+        if self.bin_position:  # convolutions are blind to where they are in frequency: tell them
+            height = torch.linspace(0, 1, usable, device=x.device, dtype=x.dtype).view(1, 1, usable, 1)
+            x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2, 512, T)
         skips = []
         for layer in self.encoder:
             x = layer(x)  # (B, C_i, 512 / 2^i, T / 2^i): 16 x 256 x 64 ... 512 x 8 x 2

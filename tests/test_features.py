@@ -218,6 +218,21 @@ def test_remixing_puts_vocals_over_another_tracks_accompaniment():
     assert seen <= own and len(seen) > 1
 
 
+def test_random_offsets_start_training_patches_anywhere_within_their_hop():
+    cfg = apply_overrides(Config(), ["train.remix_prob=0", "train.pitch_shifts=", "train.gain_range=1,1"])
+    jittered = apply_overrides(cfg, ["train.random_offsets=true"])
+
+    def offsets(data):  # where item 0 (grid start 0 of track 0) starts, over 100 draws
+        windows = [data.patch(0, j)[0] for j in range(2 * data.hop)]
+        items = [data[0][0] for _ in range(100)]
+        return {next(j for j, w in enumerate(windows) if torch.equal(w, item)) for item in items}
+
+    assert offsets(PatchDataset(made_tracks(2), cfg, remix=True)) == {0}
+    drawn = offsets(PatchDataset(made_tracks(2), jittered, remix=True))
+    assert max(drawn) < 32 and len(drawn) > 20  # 75 % overlap: a hop of 32 frames
+    assert offsets(PatchDataset(made_tracks(2), jittered)) == {0}  # validation items stay on the grid
+
+
 def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
     tracks = made_tracks(20, seconds=0.1)
     train, valid = split_validation(tracks, 10)

@@ -40,6 +40,28 @@ def test_input_power_compresses_what_the_network_sees():
         assert not torch.allclose(nets[0.5](x), nets[1.0](x), atol=1e-3)
 
 
+def test_bin_position_is_a_second_input_channel_from_0_at_dc_to_1_at_the_top():
+    """model.bin_position: the first layer also sees each bin's height in the band; with that
+    channel's weights at zero the network is the one without it."""
+    plain = UNet(Config().model).eval()
+    placed = UNet(apply_overrides(Config(), ["model.bin_position=true"]).model).eval()
+    weights = plain.state_dict()
+    weights["encoder.0.0.weight"] = torch.cat([weights["encoder.0.0.weight"],
+                                               torch.zeros_like(weights["encoder.0.0.weight"])], dim=1)
+    placed.load_state_dict(weights)
+    seen = []
+    placed.encoder[0][0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.rand(2, 1, 513, 128)
+    with torch.no_grad():
+        assert torch.allclose(placed(x), plain(x), atol=1e-6)
+        height = seen[0][:, 1]  # (B, 512, T)
+        assert torch.equal(seen[0][:, :1], x[..., :512, :])
+        assert torch.equal(height[:, 0], torch.zeros(2, 128)) and torch.equal(height[:, -1], torch.ones(2, 128))
+        assert (height[:, 1:] > height[:, :-1]).all()  # rising with frequency, the same in every frame
+        placed.encoder[0][0].weight[:, 1].normal_()
+        assert not torch.allclose(placed(x), plain(x), atol=1e-3)
+
+
 def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):
     cfg = apply_overrides(Config(), ["audio.hop_length=512", "train.lr=3e-4"])
     net = UNet(cfg.model).eval()

@@ -164,6 +164,20 @@ def test_weight_average_is_saved_and_resumed_without_changing_training(tmp_path)
     assert torch.equal(trainer.average.model.state_dict()[conv], ema["model"][conv])
 
 
+def test_weight_decay_is_decoupled_from_adams_step_sizes(tmp_path):
+    """train.weight_decay w: a weight without gradient shrinks by lr * w per step (AdamW), instead
+    of moving by about lr whatever its size (L2 inside Adam); w = 0 leaves it as it is."""
+    for decay in (0.05, 0.0):
+        cfg = train.build_config(train.parse_args(["--set", f"train.weight_decay={decay}", "--lr", "1e-2"]))
+        trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, amp=False)
+        before = [p.detach().clone() for p in trainer.net.parameters()]
+        for p in trainer.net.parameters():
+            p.grad = torch.zeros_like(p)
+        trainer.optimizer.step()
+        for old, new in zip(before, trainer.net.parameters()):
+            assert torch.allclose(new, old * (1 - 1e-2 * decay), rtol=1e-6, atol=1e-9)
+
+
 def test_learning_rate_schedule():
     cfg = train.build_config(train.parse_args(["--lr", "1e-3"]))
     assert train.learning_rate(cfg, 0.0) == pytest.approx(1e-3)
