@@ -75,7 +75,9 @@ class ModelConfig:
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers that use dropout
     input_power: float = 1.0  # the network sees magnitude ** input_power (< 1 compresses loud against quiet bins)
-    bin_position: bool = False  # a second input channel: each bin's height in the band (0 at DC, 1 at the top)
+    bin_position: bool = False  # an input channel: each bin's height in the band (0 at DC, 1 at the top)
+    inst_frequency: bool = False  # an input channel: where each bin's frequency lies against the bin's
+    # centre (the phase advance between frames), weighted by its magnitude (data_generator.network_input)
 
     def check(self, audio: AudioConfig) -> None:
         positive("model", kernel_size=self.kernel_size, input_power=self.input_power,

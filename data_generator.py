@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ import soxr
 import torch
 from torch.utils.data import Dataset
 
-from config import AudioConfig, Config, InputError, TrainConfig, run_script
+from config import AudioConfig, Config, InputError, ModelConfig, TrainConfig, run_script
 from demo_data import make_demo
 from outputs import atomic_path
 
@@ -254,6 +255,30 @@ def from_patches(patches: torch.Tensor, hop: int, frames: int, blend: str = "han
         out[..., i * hop:i * hop + patch] += patches[..., i, :, :] * weight
         norm[i * hop:i * hop + patch] += weight
     return (out / norm)[..., left:left + frames]
+
+
+def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> torch.Tensor:
+    """What the network sees of (normalized) complex spectra (N, 1, bins, T): (N, 1 or 2, bins, T).
+
+    Channel 0 is the magnitude. With `model.inst_frequency`, channel 1 is where each bin's
+    frequency lies against the bin's centre: the phase advance from the frame before, less
+    the advance of a tone at the centre (2 pi k hop / n_fft), wrapped to (-pi, pi] and divided
+    by pi, times the smaller magnitude of the two frames (0 in a patch's first frame). A
+    steady partial reads the same in every frame, a voice's vibrato and glides move, and bins
+    with nothing in them read about 0 instead of noise; magnitudes alone cannot say where
+    within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
+    using phase features", 2018).
+    """
+    mag = spec.abs()
+    if not model.inst_frequency:
+        return mag
+    advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames
+    bins = torch.arange(spec.shape[-2], device=spec.device)
+    centre = torch.polar(torch.ones(spec.shape[-2], device=spec.device),  # (bins, 1): one step of each centre
+                         -2 * math.pi * transform.hop / transform.n_fft * bins).unsqueeze(-1)
+    deviation = (advance * centre).angle() / math.pi  # (N, 1, bins, T - 1) in (-1, 1]
+    weighted = deviation * torch.minimum(mag[..., 1:], mag[..., :-1])  # quiet bins: about 0
+    return torch.cat([mag, torch.nn.functional.pad(weighted, (1, 0))], dim=1)  # (N, 2, bins, T)
 
 
 def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from config import Config, InputError, apply_overrides
-from data_generator import STFT, from_patches, normalize_patches, to_patches
+from data_generator import STFT, from_patches, network_input, normalize_patches, to_patches
 from devices import autocast, autocast_dtype, pick_device
 from outputs import partial_path
 from unet_model import UNet, load_model
@@ -44,25 +44,27 @@ def default_checkpoint() -> Path:
 
 
 @torch.inference_mode()
-def predict_mask(model: UNet, mag: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Vocal mask (channels, bins, frames) for a magnitude spectrogram of the same shape.
+def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
+    """Vocal mask (channels, bins, frames) for the model's band of a complex spectrogram of
+    the same shape (`transform`'s, whose hop and FFT size `network_input` reads).
 
     The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
     of the patches that cover a frame are blended (`from_patches`).
     """
     device = next(model.parameters()).device
     patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
-    patches = to_patches(mag, patch, hop)  # (C, n, bins, patch)
+    patches = to_patches(spec, patch, hop)  # (C, n, bins, patch) complex
     flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
-    flat, _ = normalize_patches(flat, cfg.audio.normalization)
-    masks = torch.empty_like(flat)
+    _, scale = normalize_patches(flat.abs(), cfg.audio.normalization)  # (C*n, 1, 1, 1)
+    features = network_input(flat / scale, transform, cfg.model)  # (C*n, 1 or 2, bins, patch)
+    masks = torch.empty(flat.shape)
     batch = cfg.separation.batch_size
     dtype = autocast_dtype(device, cfg.separation.bfloat16)
     for i in range(0, len(flat), batch):
-        x = flat[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        x = features[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             masks[i:i + batch] = model(x).float().cpu()
-    return from_patches(masks.reshape(patches.shape), hop, mag.shape[-1], cfg.separation.blend)  # (C, bins, frames)
+    return from_patches(masks.reshape(patches.shape), hop, spec.shape[-1], cfg.separation.blend)  # (C, bins, frames)
 
 
 def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
@@ -115,13 +117,14 @@ HIGH_BAND: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
     """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
-    the model's mask of its band of the channels' mean magnitude ("shared") or of each channel
-    ("each"), sharpened by `mask_power`, extended above the model's band by the rule
-    `high_band` (`extend_mask`)."""
-    mag = transform.model_band(spec).abs()  # (C, model_bins, frames)
+    the model's mask of its band of the channels' mean magnitude (with the phase of their sum,
+    "shared") or of each channel ("each"), sharpened by `mask_power`, extended above the
+    model's band by the rule `high_band` (`extend_mask`)."""
+    band = transform.model_band(spec)  # (C, model_bins, frames) complex
     if cfg.separation.stereo == "shared":
-        mag = mag.mean(0, keepdim=True)  # (1, model_bins, frames)
-    mask = soft_mask(predict_mask(model, mag, cfg), cfg.separation.mask_power)  # (1 or C, model_bins, frames)
+        band = torch.polar(band.abs().mean(0, keepdim=True), band.sum(0, keepdim=True).angle())  # (1, ...)
+    mask = predict_mask(model, band, cfg, transform)  # (1 or C, model_bins, frames)
+    mask = soft_mask(mask, cfg.separation.mask_power)
     return extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
 
 

@@ -56,7 +56,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides, run_script
-from data_generator import STFT, PatchDataset, make_demo, mask_loss, train_valid_tracks, worker_seed
+from data_generator import STFT, PatchDataset, make_demo, mask_loss, network_input, train_valid_tracks, worker_seed
 from devices import autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
 from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
@@ -328,7 +328,8 @@ class Trainer:
         spectra (B, 1, bins, T) (see `mask_loss`)."""
         mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            mask = model(mix.abs().contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
+            features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 or 2, bins, T)
+            mask = model(features.contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:

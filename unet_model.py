@@ -1,8 +1,9 @@
 """The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net
 Convolutional Networks" (ISMIR 2017), and its checkpoints.
 
-Input: mixture magnitude patches (batch, 1, 513, 128); output: a vocal mask of the
-same shape in [0, 1]. Six encoder layers (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU
+Input: mixture magnitude patches (batch, 1, 513, 128) (with `model.inst_frequency`, a
+second channel: `data_generator.network_input`); output: a vocal mask (batch, 1, 513, 128)
+in [0, 1]. Six encoder layers (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU
 0.2) halve both axes down to 8 x 2; six decoder layers (ConvTranspose2d 5x5 stride 2,
 BatchNorm, ReLU, dropout 0.5 on the first three) grow them back, each fed the
 matching encoder output (skip connection); the last one ends in a sigmoid.
@@ -35,7 +36,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         k, pad = cfg.kernel_size, cfg.kernel_size // 2
-        widths = (2 if cfg.bin_position else 1, *cfg.channels)
+        widths = (1 + cfg.inst_frequency + cfg.bin_position, *cfg.channels)  # input channels first
         self.encoder = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=2, padding=pad),
                           nn.BatchNorm2d(c_out), nn.LeakyReLU(cfg.leaky_slope))
@@ -55,15 +56,16 @@ class UNet(nn.Module):
         self.input_power = cfg.input_power
         self.bin_position = cfg.bin_position
 
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        """(batch, 1, bins, frames) mixture magnitude -> vocal mask of the same shape."""
-        usable = mag.shape[-2] - mag.shape[-2] % self.multiple
-        x = mag[..., :usable, :]  # (B, 1, 512, T)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, 1 or 2, bins, frames) `network_input` of the mixture (channel 0: its magnitude)
+        -> vocal mask (batch, 1, bins, frames)."""
+        usable = features.shape[-2] - features.shape[-2] % self.multiple
+        x = features[..., :usable, :]  # (B, 1 or 2, 512, T)
         if self.input_power != 1.0:
-            x = x.clamp_min(0).pow(self.input_power)
+            x = torch.cat([x[:, :1].clamp_min(0).pow(self.input_power), x[:, 1:]], dim=1)
         if self.bin_position:  # convolutions are blind to where they are in frequency: tell them
             height = torch.linspace(0, 1, usable, device=x.device, dtype=x.dtype).view(1, 1, usable, 1)
-            x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2, 512, T)
+            x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2 or 3, 512, T)
         skips = []
         for layer in self.encoder:
             x = layer(x)  # (B, C_i, 512 / 2^i, T / 2^i): 16 x 256 x 64 ... 512 x 8 x 2
@@ -71,7 +73,7 @@ class UNet(nn.Module):
         for i, layer in enumerate(self.decoder):
             x = layer(x if i == 0 else torch.cat([x, skips[-1 - i]], dim=1))  # skip: channels doubled
         mask = torch.sigmoid(x)  # (B, 1, 512, T)
-        rest = mag.shape[-2] - usable  # the Nyquist bin: copy the top mask row
+        rest = features.shape[-2] - usable  # the Nyquist bin: copy the top mask row
         return torch.cat([mask, mask[..., -1:, :].expand(*mask.shape[:-2], rest, -1)], dim=-2)  # (B, 1, 513, T)
 
 

@@ -102,7 +102,7 @@ class ConstantMask(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # predict_mask reads the device from the parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(x, 0.5)
+        return torch.full_like(x[:, :1], 0.5)
 
 
 def child_ours(song: Path, overrides: list[str], checkpoint: str | None, network: bool = True) -> dict:

@@ -15,6 +15,7 @@ from data_generator import (
     from_patches,
     load_tracks,
     mask_loss,
+    network_input,
     normalize_patches,
     oracle_mask,
     patch_padding,
@@ -53,6 +54,29 @@ def test_stft_at_other_rates_keeps_the_models_durations_and_bins(rate, n_fft, ho
     assert band[0].mean(-1).argmax() == model_band[0].mean(-1).argmax() == 64  # 1 kHz is the model's bin 64
     assert band[0, 64].mean() == pytest.approx(model_band[0, 64].mean(), rel=0.02)  # same magnitude scale
     assert torch.max(torch.abs(transform.inverse(spec, tone.shape[-1]) - tone)) < 1e-4
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_inst_frequency_reads_where_a_tone_lies_within_its_bin(rate):
+    """A tone 0.3 bins above bin 100's centre: per unit of magnitude the channel reads an offset
+    of +0.3 bins there and -0.7 in bin 101 (0.5 per bin when the hop is a quarter of the
+    window), at any rate; far from the tone it reads about 0."""
+    cfg = apply_overrides(Config(), ["model.inst_frequency=true"])
+    transform = STFT(cfg.audio, rate)
+    t = np.arange(rate) / rate
+    tone = torch.from_numpy(np.sin(2 * np.pi * 100.3 * rate / transform.n_fft * t)[None, None].astype(np.float32))
+    spec = transform(tone)  # (1, 1, bins, frames)
+    features = network_input(spec, transform, cfg.model)
+    assert features.shape == (1, 2, *spec.shape[-2:])
+    assert torch.equal(features[:, :1], spec.abs())
+    assert torch.equal(features[0, 1, :, 0], torch.zeros(spec.shape[-2]))  # no frame before the first
+    mag = spec.abs()[0, 0, :, 5:-5]  # away from the zero padding at the ends
+    per_unit = features[0, 1, :, 5:-5] / mag  # the magnitude is steady, so each frame's weight is its own
+    per_bin = 2 * transform.hop / transform.n_fft  # one bin of offset in the channel's unit
+    assert torch.allclose(per_unit[100], torch.full_like(per_unit[100], 0.3 * per_bin), atol=1e-3)
+    assert torch.allclose(per_unit[101], torch.full_like(per_unit[101], -0.7 * per_bin), atol=1e-3)
+    assert features[0, 1, 300:].abs().max() < 1e-4 * mag[100].mean()  # nothing there, nothing read
+    assert torch.equal(network_input(spec, transform, Config().model), spec.abs())  # off: magnitudes only
 
 
 def test_stft_of_very_short_input_works():

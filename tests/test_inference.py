@@ -308,6 +308,29 @@ def test_a_model_trained_at_44_1_khz_keeps_the_sibilants_in_the_vocals(fullband_
         assert high_sdr > 3.0, (track.name, high_sdr)
 
 
+@pytest.mark.parametrize("stereo", ["shared", "each"])
+def test_the_network_sees_the_inst_frequency_of_the_mix_it_separates(tmp_path, stereo):
+    """model.inst_frequency: separation feeds the first layer that second channel at the song's
+    rate; "shared" reads it from the channels' sum (a tone in one channel: its frequency)."""
+    cfg = apply_overrides(Config(), ["model.inst_frequency=true", f"separation.stereo={stereo}"])
+    torch.save({"format": 1, "config": cfg.to_dict(), "model": UNet(cfg.model).state_dict()}, tmp_path / "m.pt")
+    model, cfg = load_model(tmp_path / "m.pt")
+    seen = []
+    model.encoder[0][0].register_forward_pre_hook(lambda _, args: seen.append(args[0].float()))
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    bin_hz = rate / separation.STFT(cfg.audio, rate).n_fft
+    audio = np.stack([np.sin(2 * np.pi * 100.3 * bin_hz * t), np.zeros_like(t)]).astype(np.float32)
+    vocals = separate_array(model, cfg, audio, rate)
+    assert vocals.shape == audio.shape
+    features = torch.cat(seen)  # (patches, 2, 512, 128)
+    assert features.shape[1] == 2
+    bin_100 = features[:, 1, 100, 1:] / features[:, 0, 100, 1:]  # per unit of magnitude; first frames aside
+    loud = features[:, 0, 100, 1:] > 0.5
+    near = (bin_100[loud] - 0.3 * 0.5).abs() < 0.01  # 0.3 bins above the centre: 0.15
+    assert loud.sum() > 100 and near.float().mean() > 0.9  # all but the tone's first and last frames
+
+
 def test_high_band_rules_fill_the_band_above_the_model_frame_by_frame():
     """A model band of 8 bins under 16: below, the model's mask as it is; above, one value per frame."""
     mask = torch.zeros(1, 8, 3)

@@ -145,6 +145,14 @@ def test_weight_average_follows_the_weights_with_a_ramped_decay():
     assert not any(p.requires_grad for p in average.model.parameters())
 
 
+def test_a_model_with_the_inst_frequency_channel_trains_and_loads(tmp_path):
+    train.train(train.parse_args([*QUICK, "--epochs", "1", "--set", "model.inst_frequency=true",
+                                  "--checkpoint-dir", str(tmp_path)]))
+    model, cfg = load_model(tmp_path / "best.pt")
+    assert cfg.model.inst_frequency and model.encoder[0][0].in_channels == 2
+    assert -100 < float(history(tmp_path)[0]["train_loss"]) < 100  # minus SDR in dB: finite
+
+
 def test_weight_average_is_saved_and_resumed_without_changing_training(tmp_path):
     argv = [*QUICK, "--epochs", "2"]
     train.train(train.parse_args([*argv, "--checkpoint-dir", str(tmp_path / "plain")]))
