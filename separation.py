@@ -56,12 +56,12 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     patches = to_patches(spec, patch, hop)  # (C, n, bins, patch) complex
     flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
     _, scale = normalize_patches(flat.abs(), cfg.audio.normalization)  # (C*n, 1, 1, 1)
-    features = network_input(flat / scale, transform, cfg.model)  # (C*n, 1 or 2, bins, patch)
     masks = torch.empty(flat.shape)
     batch = cfg.separation.batch_size
     dtype = autocast_dtype(device, cfg.separation.bfloat16)
     for i in range(0, len(flat), batch):
-        x = features[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        x = network_input(flat[i:i + batch] / scale[i:i + batch], transform, cfg.model)  # (b, 1 or 2, bins, patch)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             masks[i:i + batch] = model(x).float().cpu()
     return from_patches(masks.reshape(patches.shape), hop, spec.shape[-1], cfg.separation.blend)  # (C, bins, frames)

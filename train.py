@@ -327,8 +327,8 @@ class Trainer:
         """The loss of `model` (the one trained, or its weight average) on a batch of complex
         spectra (B, 1, bins, T) (see `mask_loss`)."""
         mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
+        features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 or 2, bins, T), float32
         with autocast(self.device, self.dtype):
-            features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 or 2, bins, T)
             mask = model(features.contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
 

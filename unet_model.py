@@ -1,12 +1,13 @@
 """The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net
 Convolutional Networks" (ISMIR 2017), and its checkpoints.
 
-Input: mixture magnitude patches (batch, 1, 513, 128) (with `model.inst_frequency`, a
-second channel: `data_generator.network_input`); output: a vocal mask (batch, 1, 513, 128)
-in [0, 1]. Six encoder layers (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU
-0.2) halve both axes down to 8 x 2; six decoder layers (ConvTranspose2d 5x5 stride 2,
-BatchNorm, ReLU, dropout 0.5 on the first three) grow them back, each fed the
-matching encoder output (skip connection); the last one ends in a sigmoid.
+Input: mixture patches as `data_generator.network_input` gives them, (batch, 1, 513, 128)
+magnitudes (with `model.inst_frequency`, a second channel: each bin's instantaneous
+frequency); output: a vocal mask (batch, 1, 513, 128) in [0, 1]. Six encoder layers
+(Conv2d 5x5 stride 2, BatchNorm, LeakyReLU 0.2) halve both axes down to 8 x 2; six decoder
+layers (ConvTranspose2d 5x5 stride 2, BatchNorm, ReLU, dropout 0.5 on the first three) grow
+them back, each fed the matching encoder output (skip connection); the last one ends in a
+sigmoid.
 
 The 513th (Nyquist) bin: six stride-2 layers need a height divisible by 64, so the
 network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of bin
