@@ -269,7 +269,7 @@ def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> to
     within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
     using phase features", 2018).
     """
-    mag = spec.abs()
+    mag = spec.abs() if spec.is_complex() else spec  # separation hands magnitudes when the phase is not read
     if not model.inst_frequency:
         return mag
     advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames

@@ -45,8 +45,9 @@ def default_checkpoint() -> Path:
 
 @torch.inference_mode()
 def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
-    """Vocal mask (channels, bins, frames) for the model's band of a complex spectrogram of
-    the same shape (`transform`'s, whose hop and FFT size `network_input` reads).
+    """Vocal mask (channels, bins, frames) for the model's band of a spectrogram of the same
+    shape: magnitudes, or complex where the network reads the phase (`model.inst_frequency`;
+    `transform`'s hop and FFT size tell `network_input` a bin's phase advance).
 
     The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
     of the patches that cover a frame are blended (`from_patches`).
@@ -55,7 +56,7 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
     patches = to_patches(spec, patch, hop)  # (C, n, bins, patch) complex
     flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
-    _, scale = normalize_patches(flat.abs(), cfg.audio.normalization)  # (C*n, 1, 1, 1)
+    _, scale = normalize_patches(flat.abs() if flat.is_complex() else flat, cfg.audio.normalization)  # (C*n, 1, 1, 1)
     masks = torch.empty(flat.shape)
     batch = cfg.separation.batch_size
     dtype = autocast_dtype(device, cfg.separation.bfloat16)
@@ -121,9 +122,11 @@ def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor
     "shared") or of each channel ("each"), sharpened by `mask_power`, extended above the
     model's band by the rule `high_band` (`extend_mask`)."""
     band = transform.model_band(spec)  # (C, model_bins, frames) complex
-    if cfg.separation.stereo == "shared":
-        band = torch.polar(band.abs().mean(0, keepdim=True), band.sum(0, keepdim=True).angle())  # (1, ...)
-    mask = predict_mask(model, band, cfg, transform)  # (1 or C, model_bins, frames)
+    shared = cfg.separation.stereo == "shared"
+    mag = band.abs().mean(0, keepdim=True) if shared else band.abs()  # (1 or C, model_bins, frames)
+    if cfg.model.inst_frequency:  # the network reads the phase too (of the channels' sum, when shared)
+        mag = torch.polar(mag, (band.sum(0, keepdim=True) if shared else band).angle())
+    mask = predict_mask(model, mag, cfg, transform)  # (1 or C, model_bins, frames)
     mask = soft_mask(mask, cfg.separation.mask_power)
     return extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
 
