@@ -258,7 +258,8 @@ def from_patches(patches: torch.Tensor, hop: int, frames: int, blend: str = "han
 
 
 def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> torch.Tensor:
-    """What the network sees of (normalized) complex spectra (N, 1, bins, T): (N, 1 or 2, bins, T).
+    """What the network sees of (normalized) spectra (N, 1, bins, T), complex (magnitudes do
+    where the phase is not read): (N, 1 or 2, bins, T).
 
     Channel 0 is the magnitude. With `model.inst_frequency`, channel 1 is where each bin's
     frequency lies against the bin's centre: the phase advance from the frame before, less
@@ -269,7 +270,7 @@ def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> to
     within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
     using phase features", 2018).
     """
-    mag = spec.abs() if spec.is_complex() else spec  # separation hands magnitudes when the phase is not read
+    mag = spec.abs() if spec.is_complex() else spec
     if not model.inst_frequency:
         return mag
     advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames
