@@ -257,6 +257,11 @@ def from_patches(patches: torch.Tensor, hop: int, frames: int, blend: str = "han
     return (out / norm)[..., left:left + frames]
 
 
+def magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """|spec| of complex spectra; magnitudes as they are."""
+    return spec.abs() if spec.is_complex() else spec
+
+
 def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> torch.Tensor:
     """What the network sees of (normalized) spectra (N, 1, bins, T), complex (magnitudes do
     where the phase is not read): (N, 1 or 2, bins, T).
@@ -270,7 +275,7 @@ def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> to
     within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
     using phase features", 2018).
     """
-    mag = spec.abs() if spec.is_complex() else spec
+    mag = magnitude(spec)
     if not model.inst_frequency:
         return mag
     advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from config import Config, InputError, apply_overrides
-from data_generator import STFT, from_patches, network_input, normalize_patches, to_patches
+from data_generator import STFT, from_patches, magnitude, network_input, normalize_patches, to_patches
 from devices import autocast, autocast_dtype, pick_device
 from outputs import partial_path
 from unet_model import UNet, load_model
@@ -54,9 +54,9 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     """
     device = next(model.parameters()).device
     patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
-    patches = to_patches(spec, patch, hop)  # (C, n, bins, patch) complex
+    patches = to_patches(spec, patch, hop)  # (C, n, bins, patch), magnitudes or complex
     flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
-    _, scale = normalize_patches(flat.abs() if flat.is_complex() else flat, cfg.audio.normalization)  # (C*n, 1, 1, 1)
+    _, scale = normalize_patches(magnitude(flat), cfg.audio.normalization)  # (C*n, 1, 1, 1)
     masks = torch.empty(flat.shape)
     batch = cfg.separation.batch_size
     dtype = autocast_dtype(device, cfg.separation.bfloat16)

@@ -15,7 +15,7 @@ import separation
 from config import HIGH_BAND_RULES, Config, apply_overrides
 from data_generator import load_tracks
 from separation import chunk_bounds, separate_array
-from unet_model import UNet, count_parameters, load_model, read_checkpoint
+from unet_model import UNet, count_parameters, load_model, read_checkpoint, save_checkpoint
 
 
 def separate(checkpoint, out_dir, *inputs, extra=()):
@@ -313,7 +313,7 @@ def test_the_network_sees_the_inst_frequency_of_the_mix_it_separates(tmp_path, s
     """model.inst_frequency: separation feeds the first layer that second channel at the song's
     rate; "shared" reads it from the channels' sum (a tone in one channel: its frequency)."""
     cfg = apply_overrides(Config(), ["model.inst_frequency=true", f"separation.stereo={stereo}"])
-    torch.save({"format": 1, "config": cfg.to_dict(), "model": UNet(cfg.model).state_dict()}, tmp_path / "m.pt")
+    save_checkpoint(tmp_path / "m.pt", UNet(cfg.model), cfg)
     model, cfg = load_model(tmp_path / "m.pt")
     seen = []
     model.encoder[0][0].register_forward_pre_hook(lambda _, args: seen.append(args[0].float()))
