@@ -104,6 +104,7 @@ class TrainConfig:
     ema: float = 0.0  # decay per step of an average of the weights, validated and saved instead (0: off)
     loss: str = "sdr"  # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the
     # mixture's phase); "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
+    magnitude_weight: float = 0.0  # with loss "sdr": plus this weight times the "magnitude" L1 (0: off)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     random_offsets: bool = False  # with remix, training patches start anywhere within their hop, not on a grid
@@ -123,8 +124,9 @@ class TrainConfig:
             raise InputError(f"train.epochs={self.epochs}: must be >= 0 (0: the --max-minutes budget decides)")
         positive("train", batch_size=self.batch_size, lr=self.lr)
         fraction("train.patch_overlap", self.patch_overlap)
-        if self.weight_decay < 0:
-            raise InputError(f"train.weight_decay={self.weight_decay}: must be >= 0")
+        for name in ("weight_decay", "magnitude_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"train.{name}={getattr(self, name)}: must be >= 0")
         fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))

@@ -304,7 +304,7 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
 
 
 def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str,
-              transform: STFT | None = None) -> torch.Tensor:
+              transform: STFT | None = None, magnitude_weight: float = 0.0) -> torch.Tensor:
     """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
     the mixture and the vocals (complex, or magnitudes for "magnitude" and "mask").
 
@@ -312,16 +312,20 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
     "mask": mean L1 between the mask and the oracle mask;
     "sdr": minus the mean SDR (dB) of the masked mixture, taken back to a waveform with the
     mixture's phase through `transform`'s inverse STFT, against the vocals' waveform: the
-    quantity BSS Eval scores, phase and overlap-add included.
+    quantity BSS Eval scores, phase and overlap-add included; plus `magnitude_weight` times
+    the "magnitude" loss, when it is not 0.
     """
+    def masked_magnitude_l1() -> torch.Tensor:
+        return (mask * mix.abs() - vocals.abs()).abs().mean()
+
     if kind == "sdr":
         if transform is None:
             raise ValueError('the "sdr" loss needs the STFT to invert')
-        return -waveform_sdr(transform, mask * mix, vocals, mix).mean()
-    mix, vocals = mix.abs(), vocals.abs()
+        loss = -waveform_sdr(transform, mask * mix, vocals, mix).mean()
+        return loss + magnitude_weight * masked_magnitude_l1() if magnitude_weight else loss
     if kind == "mask":
-        return (mask - oracle_mask(mix, vocals)).abs().mean()
-    return (mask * mix - vocals).abs().mean()
+        return (mask - oracle_mask(mix.abs(), vocals.abs())).abs().mean()
+    return masked_magnitude_l1()
 
 
 def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,

@@ -330,7 +330,8 @@ class Trainer:
         features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 or 2, bins, T), float32
         with autocast(self.device, self.dtype):
             mask = model(features.contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
-        return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform)
+        return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform,
+                         self.cfg.train.magnitude_weight)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
         loss = self.loss(self.model, mix, vocals)

@@ -189,6 +189,18 @@ def test_sdr_loss_is_the_waveform_sdr_of_the_masked_mixture():
         assert mask_loss(mask, mix, voc, "sdr", transform).item() > loss.item() + 10
 
 
+def test_sdr_loss_adds_the_weighted_magnitude_l1():
+    cfg = Config()
+    transform = STFT(cfg.audio)
+    data = PatchDataset(made_tracks(2), cfg)
+    mix, voc = data.collate([data[i] for i in range(4)])
+    mask = torch.full(mix.shape, 0.5)
+    sdr, l1 = (mask_loss(mask, mix, voc, kind, transform).item() for kind in ("sdr", "magnitude"))
+    assert l1 > 1e-3
+    assert mask_loss(mask, mix, voc, "sdr", transform, magnitude_weight=1000).item() == pytest.approx(
+        sdr + 1000 * l1, rel=1e-5)
+
+
 def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     rate, seconds = 16000, 3.0
     t = np.arange(int(seconds * rate)) / rate
