@@ -112,7 +112,9 @@ class TrainConfig:
     eq_db: float = 0.0  # when remixing, a random equalizer per source: smooth gains within +-eq_db dB (0: off)
     pitch_shifts: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)  # semitones: resampled copies of each
     # track's vocals (with remix); they triple the training spectra's memory (`train.pitch_shifts=`: none)
-    pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies
+    time_stretches: tuple[float, ...] = ()  # tempo factors (1.25: a quarter faster): copies of each track's
+    # vocals played faster or slower at the same pitch (a phase vocoder), with remix, beside the pitch shifts
+    pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies (shifted or stretched)
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
@@ -135,6 +137,8 @@ class TrainConfig:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be within [0, 1]")
         if any(not -12 <= s <= 12 for s in self.pitch_shifts):
             raise InputError(f"train.pitch_shifts={self.pitch_shifts}: semitones within [-12, 12]")
+        if any(not 0.5 <= f <= 2 for f in self.time_stretches):
+            raise InputError(f"train.time_stretches={self.time_stretches}: tempo factors within [0.5, 2]")
         if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:
             raise InputError(f"train.gain_range={self.gain_range}: expected two gains 0 < low <= high")
         if not 0 <= self.eq_db <= 40:

@@ -151,6 +151,45 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
+def time_stretch(audio: np.ndarray, rate: int, factor: float, cfg: AudioConfig) -> np.ndarray:
+    """(channels, samples) float32 played `factor` times as fast at the same pitch: a phase
+    vocoder on the model's STFT. Output frames sit every `factor` input frames; each takes the
+    magnitudes interpolated between its two neighbours, and its phases from `locked_phases`."""
+    transform = STFT(cfg, rate)
+    spec = transform(torch.from_numpy(audio).double()).numpy()  # (channels, bins, frames) complex
+    steps = np.arange(0, spec.shape[-1] - 1, factor)  # (frames',) input positions of the output frames
+    left = steps.astype(int)
+    before, after = spec[..., left], spec[..., left + 1]  # (channels, bins, frames') each
+    magnitudes = np.abs(before) + (steps - left) * (np.abs(after) - np.abs(before))
+    advance = np.angle(after * before.conj())  # (channels, bins, frames'): phase step across one hop
+    phases = np.stack([locked_phases(m, a, np.angle(b)) for m, a, b in zip(magnitudes, advance, before)])
+    out = torch.polar(torch.from_numpy(magnitudes), torch.from_numpy(phases))
+    return transform.inverse(out, round(audio.shape[-1] / factor)).float().numpy()
+
+
+def locked_phases(magnitudes: np.ndarray, advance: np.ndarray, phases_in: np.ndarray) -> np.ndarray:
+    """Phases (bins, frames') of a phase vocoder's output with identity phase locking (Laroche
+    and Dolson 1999): a peak bin's phase moves on from the frame before by its measured
+    step; every other bin keeps its offset, in the input frame, from its nearest peak. So the
+    bins of one partial stay in step, and a step misread once (an onset, the edge's zero
+    padding) shifts a whole partial instead of scrambling its bins against each other, which
+    would cancel part of its energy."""
+    bins, frames = magnitudes.shape
+    out = np.empty_like(magnitudes)
+    out[:, 0] = phases_in[:, 0]
+    for k in range(1, frames):
+        m = magnitudes[:, k]
+        peaks = 1 + np.flatnonzero((m[1:-1] > m[:-2]) & (m[1:-1] >= m[2:]))  # (peaks,) local maxima
+        if peaks.size == 0:  # silence: every bin its own peak (a plain phase vocoder)
+            peaks = np.arange(bins)
+        right = np.minimum(np.searchsorted(peaks, np.arange(bins)), peaks.size - 1)  # (bins,)
+        left = np.maximum(right - 1, 0)
+        nearest = np.where(np.arange(bins) - peaks[left] < peaks[right] - np.arange(bins), peaks[left], peaks[right])
+        moved = out[nearest, k - 1] + advance[nearest, k - 1]  # (bins,): each bin's peak, one step on
+        out[:, k] = moved + phases_in[:, k] - phases_in[nearest, k]
+    return out
+
+
 # ---------------------------------------------------------------- features
 
 
@@ -502,6 +541,12 @@ def train_valid_tracks(dataset: str, root: str | None, is_wav: bool,
     return split_validation(train, cfg.valid_tracks)
 
 
+def vocal_copies(train: TrainConfig) -> tuple[tuple[str, float], ...]:
+    """The altered copies of each training track's vocals that remixing draws from: ("shift",
+    semitones) per `train.pitch_shifts`, then ("stretch", tempo factor) per `train.time_stretches`."""
+    return tuple(("shift", s) for s in train.pitch_shifts) + tuple(("stretch", f) for f in train.time_stretches)
+
+
 class PatchDataset(Dataset):
     """Patches for training: batches (through `collate`) of normalized (mixture, vocals)
     complex spectra, each (batch, 1, bins, patch_frames).
@@ -515,9 +560,10 @@ class PatchDataset(Dataset):
     of its track over the accompaniment of another, each with a random gain; mixing is done
     on complex spectra, so it equals the STFT of the remixed waveform. With remix and
     `train.pitch_shifts`, each track's vocals are also kept resampled by each shift (higher
-    and shorter, or lower and longer, like a tape played faster or slower), and a share
+    and shorter, or lower and longer, like a tape played faster or slower), and with
+    `train.time_stretches` played faster or slower at the same pitch (`time_stretch`); a share
     `train.pitch_prob` of the items take their vocals from one of those copies (4 bytes per
-    bin and frame each: the default four triple the memory above). With remix and
+    bin and frame each: the default four pitch shifts triple the memory above). With remix and
     `train.eq_db`, each source of an item also gets its own random equalizer
     (`equalizer_gains`).
     """
@@ -527,13 +573,13 @@ class PatchDataset(Dataset):
         self.train = cfg.train
         self.remix = remix
         self.specs: list[np.ndarray] = []  # (2 sources, 2 re/im, bins, frames) float16, maybe memory-mapped
-        self.shifted: list[list[np.ndarray]] = []  # per track: (1 source, 2 re/im, bins, frames) per pitch shift
+        self.shifted: list[list[np.ndarray]] = []  # per track: (1 source, 2 re/im, bins, frames) per copy
         self.index: list[tuple[int, int]] = []  # (track, first frame)
         self.hop = hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
-        shifts = cfg.train.pitch_shifts if remix else ()
+        copies = vocal_copies(cfg.train) if remix else ()
         for t, track in enumerate(tracks):
-            spec, *shifted = self.track_spectra(track, shifts) if cache is None else \
-                self.cached_spectra(track, shifts, cache)
+            spec, *shifted = self.track_spectra(track, copies) if cache is None else \
+                self.cached_spectra(track, copies, cache)
             self.specs.append(spec)
             self.shifted.append(shifted)
             frames = spec.shape[-1]
@@ -541,17 +587,24 @@ class PatchDataset(Dataset):
             self.index.extend((t, s) for s in starts)
         self.rng = np.random.default_rng(cfg.train.seed)
 
-    def track_spectra(self, track: Track, shifts: tuple[float, ...] = ()) -> list[np.ndarray]:
+    def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
         """The track's spectra from one load: (2 sources, 2 re/im, bins, frames) float16, the
-        model's band of its mono STFTs (vocals, accompaniment); then per pitch shift
-        (semitones) (1, 2, bins, frames), the vocals alone, resampled to sound that much
-        higher (shorter) or lower (longer)."""
+        model's band of its mono STFTs (vocals, accompaniment); then per copy (`vocal_copies`)
+        (1, 2, bins, frames), the vocals alone, pitch-shifted by resampling to sound that many
+        semitones higher (shorter) or lower (longer), or time-stretched to play that many
+        times as fast."""
         mixture, vocals, rate = track.load()
         sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
-        # a shift: the vocals' samples taken as played at rate * 2^(shift / 12), brought back to rate
         return [self.spectrogram(sources, rate)] + [
-            self.spectrogram(resample(sources[:1], round(rate * 2 ** (shift / 12)), rate), rate)  # (1, samples')
-            for shift in shifts]
+            self.spectrogram(self.altered(sources[:1], rate, kind, amount), rate) for kind, amount in copies]
+
+    def altered(self, vocals: np.ndarray, rate: int, kind: str, amount: float) -> np.ndarray:
+        """(1, samples) vocals -> (1, samples'): pitch-shifted ("shift", semitones) or time-stretched
+        ("stretch", tempo factor)."""
+        if kind == "stretch":
+            return time_stretch(vocals, rate, amount, self.audio)
+        # a shift: the vocals' samples taken as played at rate * 2^(shift / 12), brought back to rate
+        return resample(vocals, round(rate * 2 ** (amount / 12)), rate)
 
     def spectrogram(self, sources: np.ndarray, rate: int) -> np.ndarray:
         """(sources, samples) at `rate` -> (sources, 2 re/im, bins, frames) float16, the model's band,
@@ -562,17 +615,17 @@ class PatchDataset(Dataset):
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
         return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
 
-    def cached_spectra(self, track: Track, shifts: tuple[float, ...], cache: Path) -> list[np.ndarray]:
+    def cached_spectra(self, track: Track, copies: tuple[tuple[str, float], ...], cache: Path) -> list[np.ndarray]:
         """`track_spectra`, memory-mapped from `cache`; computed (one load) and written there when
         any is absent (tracks that name no files are kept in memory)."""
         key = spectra_key(track, self.audio)
         if key is None:
-            return self.track_spectra(track, shifts)
-        paths = [cache / f"{key}.npy"] + [cache / f"{key}-shift{shift:+g}.npy" for shift in shifts]
+            return self.track_spectra(track, copies)
+        paths = [cache / f"{key}.npy"] + [cache / f"{key}-{kind}{amount:+g}.npy" for kind, amount in copies]
         if not all(path.exists() for path in paths):
             try:
                 cache.mkdir(parents=True, exist_ok=True)
-                for path, spec in zip(paths, self.track_spectra(track, shifts)):
+                for path, spec in zip(paths, self.track_spectra(track, copies)):
                     if path.exists():
                         continue
                     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # torchrun ranks may write it at once
@@ -591,7 +644,7 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.array(spec[..., start:start + self.audio.patch_frames]))
 
     def shifted_vocals(self, track: int) -> torch.Tensor:
-        """(2 re/im, bins, patch_frames): a random patch of a random pitch-shifted copy of the track's vocals."""
+        """(2 re/im, bins, patch_frames): a random patch of a random altered copy of the track's vocals."""
         spec = self.shifted[track][self.rng.integers(len(self.shifted[track]))]
         start = self.rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)
         return self.patch(track, start, spec)[0]

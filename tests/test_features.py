@@ -22,6 +22,7 @@ from data_generator import (
     resample,
     spectra_key,
     split_validation,
+    time_stretch,
     to_patches,
 )
 
@@ -221,6 +222,41 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     assert 0.35 < share < 0.65
     assert PatchDataset(tracks, cfg).shifted == [[], []]  # no copies without remixing (validation)
     assert PatchDataset(tracks, apply_overrides(cfg, ["train.pitch_shifts="]), remix=True).shifted == [[], []]
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_time_stretch_changes_the_length_and_keeps_the_pitch(factor):
+    """A tone played 0.8 or 1.25 times as fast lasts 1 / factor as long, at the same frequency,
+    and stays one clean partial (no smearing into neighbouring bins)."""
+    cfg = Config().audio
+    rate = cfg.sample_rate
+    t = np.arange(3 * rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)  # (1, samples)
+    out = time_stretch(tone, rate, factor, cfg)
+    assert out.shape == (1, round(tone.shape[-1] / factor))
+    middle = out[0, rate // 4: -rate // 4]  # away from the edges' half windows
+    power = np.abs(np.fft.rfft(middle * np.hanning(len(middle)))) ** 2
+    hz = np.fft.rfftfreq(len(middle), 1 / rate)
+    assert hz[power.argmax()] == pytest.approx(440, abs=2)
+    assert power[np.abs(hz - 440) < 20].sum() > 0.99 * power.sum()
+    assert np.sqrt(np.mean(middle ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
+
+
+def test_time_stretched_copies_join_the_pitch_shifted_ones():
+    rate, seconds = 16000, 3.0
+    t = np.arange(int(seconds * rate)) / rate
+    vocals = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    tracks = [Track(f"t{i}", lambda: (vocals, vocals, rate), lambda: seconds) for i in range(2)]
+    cfg = apply_overrides(Config(), ["train.pitch_shifts=7", "train.time_stretches=0.8"])
+    data = PatchDataset(tracks, cfg, remix=True)
+    shifted, stretched = data.shifted[0]
+    frames = data.specs[0].shape[-1]
+    assert shifted.shape[-1] == pytest.approx(frames / 2 ** (7 / 12), rel=0.05)
+    assert stretched.shape[-1] == pytest.approx(frames / 0.8, rel=0.05)
+    peak = [int((spec[0].astype(np.float32) ** 2).sum(0).sum(-1).argmax()) for spec in (data.specs[0], stretched)]
+    assert peak[0] == peak[1]
+    with pytest.raises(InputError, match="time_stretches"):
+        apply_overrides(Config(), ["train.time_stretches=3"]).check()
 
 
 def test_equalizer_gains_are_smooth_bounded_per_source_and_applied_per_bin():
