@@ -174,20 +174,30 @@ def locked_phases(magnitudes: np.ndarray, advance: np.ndarray, phases_in: np.nda
     bins of one partial stay in step, and a step misread once (an onset, the edge's zero
     padding) shifts a whole partial instead of scrambling its bins against each other, which
     would cancel part of its energy."""
-    bins, frames = magnitudes.shape
+    nearest = nearest_peaks(magnitudes)  # (bins, frames')
+    frames = np.arange(magnitudes.shape[1])
+    # out[:, k] = out[nearest, k - 1] + offset[:, k]: the peak's phase one step on, plus the bin's offset from it
+    offset = np.zeros_like(magnitudes)
+    offset[:, 1:] = (np.take_along_axis(advance[:, :-1], nearest[:, 1:], 0) + phases_in[:, 1:]
+                     - np.take_along_axis(phases_in, nearest, 0)[:, 1:])
     out = np.empty_like(magnitudes)
     out[:, 0] = phases_in[:, 0]
-    for k in range(1, frames):
-        m = magnitudes[:, k]
-        peaks = 1 + np.flatnonzero((m[1:-1] > m[:-2]) & (m[1:-1] >= m[2:]))  # (peaks,) local maxima
-        if peaks.size == 0:  # silence: every bin its own peak (a plain phase vocoder)
-            peaks = np.arange(bins)
-        right = np.minimum(np.searchsorted(peaks, np.arange(bins)), peaks.size - 1)  # (bins,)
-        left = np.maximum(right - 1, 0)
-        nearest = np.where(np.arange(bins) - peaks[left] < peaks[right] - np.arange(bins), peaks[left], peaks[right])
-        moved = out[nearest, k - 1] + advance[nearest, k - 1]  # (bins,): each bin's peak, one step on
-        out[:, k] = moved + phases_in[:, k] - phases_in[nearest, k]
+    for k in frames[1:]:  # each frame reads the one before: the only loop, two operations per frame
+        out[:, k] = out[nearest[:, k], k - 1] + offset[:, k]
     return out
+
+
+def nearest_peaks(magnitudes: np.ndarray) -> np.ndarray:
+    """(bins, frames) -> (bins, frames) int: per frame, the nearest bin that is a local maximum
+    of the magnitudes (the bin itself where a frame has none, e.g. silence)."""
+    bins = magnitudes.shape[0]
+    index = np.arange(bins)[:, None]  # (bins, 1)
+    peak = np.zeros(magnitudes.shape, dtype=bool)
+    peak[1:-1] = (magnitudes[1:-1] > magnitudes[:-2]) & (magnitudes[1:-1] >= magnitudes[2:])
+    below = np.maximum.accumulate(np.where(peak, index, -bins), axis=0)  # last peak at or under each bin
+    above = np.minimum.accumulate(np.where(peak, index, 2 * bins)[::-1], axis=0)[::-1]  # first at or over
+    nearest = np.where(index - below < above - index, below, above)
+    return np.where(peak.any(0), nearest, index)
 
 
 # ---------------------------------------------------------------- features
