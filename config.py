@@ -132,6 +132,9 @@ class TrainConfig:
         fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
+        if self.magnitude_weight and self.loss != "sdr":
+            raise InputError(f"train.magnitude_weight={self.magnitude_weight} adds to the \"sdr\" loss only "
+                             f"(train.loss={self.loss})")
         for name in ("remix_prob", "pitch_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be within [0, 1]")

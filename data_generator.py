@@ -175,14 +175,13 @@ def locked_phases(magnitudes: np.ndarray, advance: np.ndarray, phases_in: np.nda
     padding) shifts a whole partial instead of scrambling its bins against each other, which
     would cancel part of its energy."""
     nearest = nearest_peaks(magnitudes)  # (bins, frames')
-    frames = np.arange(magnitudes.shape[1])
     # out[:, k] = out[nearest, k - 1] + offset[:, k]: the peak's phase one step on, plus the bin's offset from it
     offset = np.zeros_like(magnitudes)
     offset[:, 1:] = (np.take_along_axis(advance[:, :-1], nearest[:, 1:], 0) + phases_in[:, 1:]
                      - np.take_along_axis(phases_in, nearest, 0)[:, 1:])
     out = np.empty_like(magnitudes)
     out[:, 0] = phases_in[:, 0]
-    for k in frames[1:]:  # each frame reads the one before: the only loop, two operations per frame
+    for k in range(1, magnitudes.shape[1]):  # each frame reads the one before: a gather and an add
         out[:, k] = out[nearest[:, k], k - 1] + offset[:, k]
     return out
 

@@ -200,6 +200,8 @@ def test_sdr_loss_adds_the_weighted_magnitude_l1():
     assert l1 > 1e-3
     assert mask_loss(mask, mix, voc, "sdr", transform, magnitude_weight=1000).item() == pytest.approx(
         sdr + 1000 * l1, rel=1e-5)
+    with pytest.raises(InputError, match="magnitude_weight"):
+        apply_overrides(Config(), ["train.loss=magnitude", "train.magnitude_weight=1"]).check()
 
 
 def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
