@@ -29,6 +29,12 @@ from data_generator import (
 PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
 
 
+def tone_440(seconds: float, rate: int) -> np.ndarray:
+    """(1, samples) float32: a 440 Hz sine at amplitude 0.3."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+
+
 @pytest.mark.parametrize("overrides", [[], PAPER], ids=["default", "paper"])
 def test_stft_round_trip_reconstructs_the_signal(overrides):
     cfg = apply_overrides(Config(), overrides).audio
@@ -206,8 +212,7 @@ def test_sdr_loss_adds_the_weighted_magnitude_l1():
 
 def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     rate, seconds = 16000, 3.0
-    t = np.arange(int(seconds * rate)) / rate
-    vocals = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    vocals = tone_440(seconds, rate)
     accompaniment = (0.1 * np.random.default_rng(0).standard_normal(vocals.shape)).astype(np.float32)
     tracks = [Track(f"t{i}", lambda: (vocals + accompaniment, vocals, rate), lambda: seconds) for i in range(2)]
     cfg = apply_overrides(Config(), ["train.pitch_shifts=-12,7", "train.pitch_prob=0.5", "train.remix_prob=0"])
@@ -232,8 +237,7 @@ def test_time_stretch_changes_the_length_and_keeps_the_pitch(factor):
     and stays one clean partial (no smearing into neighbouring bins)."""
     cfg = Config().audio
     rate = cfg.sample_rate
-    t = np.arange(3 * rate) / rate
-    tone = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)  # (1, samples)
+    tone = tone_440(3.0, rate)  # (1, samples)
     out = time_stretch(tone, rate, factor, cfg)
     assert out.shape == (1, round(tone.shape[-1] / factor))
     middle = out[0, rate // 4: -rate // 4]  # away from the edges' half windows
@@ -246,8 +250,7 @@ def test_time_stretch_changes_the_length_and_keeps_the_pitch(factor):
 
 def test_time_stretched_copies_join_the_pitch_shifted_ones():
     rate, seconds = 16000, 3.0
-    t = np.arange(int(seconds * rate)) / rate
-    vocals = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    vocals = tone_440(seconds, rate)
     tracks = [Track(f"t{i}", lambda: (vocals, vocals, rate), lambda: seconds) for i in range(2)]
     cfg = apply_overrides(Config(), ["train.pitch_shifts=7", "train.time_stretches=0.8"])
     data = PatchDataset(tracks, cfg, remix=True)
