@@ -71,6 +71,9 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     launch train_variant "pitch-sdr-lr-2e-3-inst-frequency-s$seed" "train.seed=$seed" $then $today model.inst_frequency=true
     launch train_variant "pitch-sdr-lr-2e-3-magnitude-weight-1000-s$seed" "train.seed=$seed" $then $today train.magnitude_weight=1000
     launch train_variant "pitch-sdr-lr-2e-3-time-stretch-s$seed" "train.seed=$seed" $then $today train.time_stretches=0.8,0.9,1.1,1.25
+    # the widths' rows ran with DEVICE=cuda (a step there is bound by kernel launches, not arithmetic)
+    launch train_variant "pitch-sdr-lr-2e-3-width-2x-s$seed" "train.seed=$seed" $then $today model.channels=32,64,128,256,512,1024
+    launch train_variant "pitch-sdr-lr-2e-3-width-3x-s$seed" "train.seed=$seed" $then $today model.channels=48,96,192,384,768,1536
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
     launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then $pitch_sdr audio.patch_frames=256
