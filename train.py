@@ -544,6 +544,7 @@ def train(args: argparse.Namespace) -> Path:
               f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}")
     trainer.fit(train_loader, valid_loader)
     if world > 1:
+        dist.barrier()  # rank 0 may still be writing; a rank that tears down alone can abort at exit
         dist.destroy_process_group()
     return out_dir
 
