@@ -113,6 +113,24 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
+class AllReduceSum(torch.autograd.Function):
+    """Sum over all processes, differentiable: the input's gradient on each process is the sum of
+    the output's gradients on all of them (every process's loss depends on the same sum). Public
+    collectives only: torch.distributed.nn.functional.all_reduce does the same but is deprecated."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()  # all_reduce works in place; autograd's gradient is not ours to change
+        dist.all_reduce(total)
+        return total
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the global batch of all processes, on any backend (gloo included).
 
@@ -126,8 +144,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = AllReduceSum.apply
         x32 = x.float()  # statistics and normalization in float32, whatever the activations' dtype
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
         sums = all_reduce(torch.cat([x32.sum(dim=(0, 2, 3)), count]))  # (C + 1,)
