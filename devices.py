@@ -1,7 +1,7 @@
 """Where the work runs and in which precision: one decision for training, validation and separation.
 
     device = pick_device("auto")                 # CUDA when present, else the CPU
-    dtype = autocast_dtype(device, enabled=True)   # bfloat16 / float16 / None (float32)
+    dtype = autocast_dtype(device, "auto")       # bfloat16 / float16 / None (float32)
     with autocast(device, dtype):
         mask = model(mix)
 """
@@ -34,13 +34,23 @@ def native_bfloat16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """The reduced precision the network runs in: bfloat16 where the device computes it natively,
-    else float16 on CUDA, else None (float32). Measured on both CPU kinds we use (AMX Xeon and
-    AVX512-BF16 EPYC): bfloat16 pays on each, for training steps and for separation alike."""
-    if not enabled:
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The reduced precision the network runs in (None: float32).
+
+    "auto": bfloat16 where the device computes it natively, else float16 on CUDA, else float32.
+    Measured on both CPU kinds we use (AMX Xeon and AVX512-BF16 EPYC): bfloat16 pays on each,
+    for training steps and for separation alike. "float32": none. "bfloat16": bfloat16 even
+    where the CPU emulates it (slower than float32 there; it checks bfloat16's numerics on any
+    machine).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}' (expected {', '.join(PRECISIONS)})")
+    if precision == "float32":
         return None
-    if native_bfloat16(device):
+    if precision == "bfloat16" or native_bfloat16(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
 

@@ -59,7 +59,7 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     _, scale = normalize_patches(magnitude(flat), cfg.audio.normalization)  # (C*n, 1, 1, 1)
     masks = torch.empty(flat.shape)
     batch = cfg.separation.batch_size
-    dtype = autocast_dtype(device, cfg.separation.bfloat16)
+    dtype = autocast_dtype(device, "auto" if cfg.separation.bfloat16 else "float32")
     for i in range(0, len(flat), batch):
         x = network_input(flat[i:i + batch] / scale[i:i + batch], transform, cfg.model)  # (b, 1 or 2, bins, patch)
         x = x.to(device).contiguous(memory_format=torch.channels_last)

@@ -16,8 +16,10 @@ mixture in linear magnitude, clipped to [0, 1]); or "sdr", minus the SDR in dB o
 masked mixture taken back to a waveform with the mixture's phase (the best checkpoint is
 then the one with the best validation SDR). Mixed precision: bfloat16 autocast where
 the device computes it natively (CUDA, CPUs with AMX or AVX512-BF16), float16 with a
-gradient scaler on older GPUs; --no-amp keeps float32. train.ema (e.g. 0.998) validates and
-saves an exponential moving average of the weights instead of the last ones.
+gradient scaler on older GPUs (--precision auto); --precision float32 keeps float32;
+--precision bfloat16 runs bfloat16 even where the CPU emulates it (slow: a numerics check).
+train.ema (e.g. 0.998) validates and saves an exponential moving average of the weights
+instead of the last ones.
 
 Writes DIR/best.pt (best validation loss), DIR/last.pt (for --resume), DIR/history.csv
 and DIR/loss.png. --max-minutes is the wall-clock budget of the whole run, resumes
@@ -57,7 +59,7 @@ from tqdm import tqdm
 
 from config import Config, InputError, apply_overrides, run_script
 from data_generator import STFT, PatchDataset, make_demo, mask_loss, network_input, train_valid_tracks, worker_seed
-from devices import autocast, autocast_dtype, pick_device
+from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
 from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
 
@@ -282,7 +284,7 @@ class WeightAverage:
 
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, device: torch.device, rank: int,
-                 out_dir: Path, max_minutes: float | None, amp: bool) -> None:
+                 out_dir: Path, max_minutes: float | None, precision: str = "auto") -> None:
         self.cfg, self.device, self.rank, self.out_dir = cfg, device, rank, out_dir
         self.model = model
         self.net = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
@@ -292,7 +294,7 @@ class Trainer:
         self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,  # AdamW: the decay is not
                                            weight_decay=cfg.train.weight_decay)  # scaled by Adam's step sizes
-        self.dtype = autocast_dtype(device, amp)
+        self.dtype = autocast_dtype(device, precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.budget = max_minutes * 60 if max_minutes else None
         self.stop = StopRequest()
@@ -513,7 +515,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this model's weights (fine-tuning)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-amp", action="store_true", help="float32 only (no bfloat16/float16 autocast)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bfloat16 autocast where native (float16 on older GPUs), else float32")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set audio.hop_length=768")
     return p.parse_args(argv)
@@ -552,7 +555,7 @@ def train(args: argparse.Namespace) -> Path:
     model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))
-    trainer = Trainer(cfg, model, device, rank, out_dir, args.max_minutes, amp=not args.no_amp)
+    trainer = Trainer(cfg, model, device, rank, out_dir, args.max_minutes, args.precision)
     if args.resume:
         trainer.resume(out_dir / "last.pt")
     if rank == 0:

@@ -194,7 +194,7 @@ def child_demucs(song: Path) -> dict:
     return time_peer(song, lambda mix: apply_model(model, mix, overlap=0.25, progress=False)[0, 3])
 
 
-def child_train(steps: int, workers: int, amp: bool, compiled: bool) -> dict:
+def child_train(steps: int, workers: int, precision: str, compiled: bool) -> dict:
     """Patches per second, the share of step time spent waiting for data (demo set), and the
     seconds of the first 3 steps (excluded from the rate; with `compiled`, the network's
     torch.compile happens there)."""
@@ -209,7 +209,7 @@ def child_train(steps: int, workers: int, amp: bool, compiled: bool) -> dict:
     loader = DataLoader(dataset, cfg.train.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=dataset.collate, worker_init_fn=worker_seed, persistent_workers=workers > 0)
     model = UNet(cfg.model).to(memory_format=torch.channels_last)
-    trainer = Trainer(cfg, model, torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, amp=amp)
+    trainer = Trainer(cfg, model, torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, precision)
     if compiled:  # the network only; the loss and the optimizer stay eager
         trainer.model = torch.compile(model)
     waited = done = 0
@@ -248,7 +248,7 @@ def child_main(args: argparse.Namespace) -> None:
     elif kind == "demucs":
         result = child_demucs(Path(args.child[1]))
     else:
-        result = child_train(int(args.child[1]), int(args.child[2]), args.child[3] == "1", args.child[4] == "1")
+        result = child_train(int(args.child[1]), int(args.child[2]), args.child[3], args.child[4] == "1")
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -328,10 +328,10 @@ def main() -> None:
     if "train" in only:
         print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | network | DataLoader workers | "
               "patches/s | data wait | first 3 steps s |\n|---|---|---|---|---|---|")
-        for amp, workers, compiled in ((1, 0, 0), (1, 1, 0), (0, 0, 0), (1, 0, 1)):
-            r = run_child("train", "40", str(workers), str(amp), str(compiled))
-            precision = f"default ({r['precision']})" if amp else "float32 (--no-amp)"
-            print(f"| {precision} | {'torch.compile' if compiled else 'eager'} | "
+        for precision, workers, compiled in (("auto", 0, 0), ("auto", 1, 0), ("float32", 0, 0), ("auto", 0, 1)):
+            r = run_child("train", "40", str(workers), precision, str(compiled))
+            shown = f"default ({r['precision']})" if precision == "auto" else "float32 (--precision float32)"
+            print(f"| {shown} | {'torch.compile' if compiled else 'eager'} | "
                   f"{workers} | {r['patches_per_second']:.1f} | {r['data_wait']:.1%} | {r['warm_up_s']:.1f} |",
                   flush=True)
 

@@ -12,7 +12,8 @@ import torch
 from helpers import REPO, demo_gain_db, run_main
 
 import train
-from config import Config
+from config import Config, InputError
+from devices import autocast_dtype, native_bfloat16
 from unet_model import UNet, load_model, read_checkpoint
 
 QUICK = ["--dataset", "demo", "--device", "cpu", "--set", "train.samples_per_epoch=48"]
@@ -165,7 +166,7 @@ def test_weight_average_is_saved_and_resumed_without_changing_training(tmp_path)
     assert not torch.allclose(ema["model"][conv], ema["trained_model"][conv])  # and it is what is saved
     load_model(tmp_path / "ema" / "best.pt")  # the average loads as a model of its own
     cfg = train.build_config(train.parse_args([*argv, "--set", "train.ema=0.9"]))
-    trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, amp=False)
+    trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, "float32")
     trainer.resume(tmp_path / "ema" / "last.pt")  # --resume: both sets of weights and the step count
     assert trainer.average.steps == 6
     assert torch.equal(trainer.net.state_dict()[conv], ema["trained_model"][conv])
@@ -177,13 +178,25 @@ def test_weight_decay_is_decoupled_from_adams_step_sizes(tmp_path):
     of moving by about lr whatever its size (L2 inside Adam); w = 0 leaves it as it is."""
     for decay in (0.05, 0.0):
         cfg = train.build_config(train.parse_args(["--set", f"train.weight_decay={decay}", "--lr", "1e-2"]))
-        trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, amp=False)
+        trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, "float32")
         before = [p.detach().clone() for p in trainer.net.parameters()]
         for p in trainer.net.parameters():
             p.grad = torch.zeros_like(p)
         trainer.optimizer.step()
         for old, new in zip(before, trainer.net.parameters()):
             assert torch.allclose(new, old * (1 - 1e-2 * decay), rtol=1e-6, atol=1e-9)
+
+
+def test_precision_flag_sets_the_dtype_the_network_trains_in(tmp_path):
+    cpu = torch.device("cpu")
+    native = torch.bfloat16 if native_bfloat16(cpu) else None
+    for flag, dtype in (("float32", None), ("bfloat16", torch.bfloat16), ("auto", native)):
+        args = train.parse_args(["--precision", flag])
+        trainer = train.Trainer(train.build_config(args), UNet(Config().model), cpu, 0, tmp_path, None,
+                                args.precision)
+        assert trainer.dtype == dtype, flag
+    with pytest.raises(InputError, match="unknown precision"):
+        autocast_dtype(cpu, "float8")
 
 
 def test_learning_rate_schedule():
