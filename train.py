@@ -284,7 +284,7 @@ class WeightAverage:
 
 class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, device: torch.device, rank: int,
-                 out_dir: Path, max_minutes: float | None, precision: str = "auto") -> None:
+                 out_dir: Path, max_minutes: float | None, precision: str) -> None:
         self.cfg, self.device, self.rank, self.out_dir = cfg, device, rank, out_dir
         self.model = model
         self.net = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
