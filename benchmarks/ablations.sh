@@ -79,6 +79,7 @@ if [ "$ROUND" = levers ]; then  # each lever alone (and pitch shifts + SDR loss)
     # levers that change what a patch costs get the default's minutes instead of its epochs
     launch timed_variant "pitch-sdr-half-width-s$seed" "train.seed=$seed" $then $pitch_sdr model.channels=8,16,32,64,128,256
     launch timed_variant "pitch-sdr-context-256-s$seed" "train.seed=$seed" $then $pitch_sdr audio.patch_frames=256
+    launch timed_variant "pitch-sdr-lr-2e-3-stft-2048-256-s$seed" "train.seed=$seed" $then $today audio.n_fft=2048 audio.hop_length=256
   done
   wait
   for f in results/benchmarks/ablation-*/benchmark.json; do cat "$f"; echo; done
