@@ -19,6 +19,14 @@ SAMPLE = REPO.parent / "shared" / "data" / "musdb18-sample"
 RATE = 44100
 
 
+def mir1k_figures(summary: list[dict]) -> dict[str, float]:
+    """The headline figures of a scored MIR-1K test set (the summary rows of `evaluate`'s
+    mir1k_tables), in dB: vocals GNSDR / GSIR / GSAR and accompaniment GNSDR."""
+    g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
+    return {"GNSDR": g["vocals", "NSDR"], "GSIR": g["vocals", "SIR"], "GSAR": g["vocals", "SAR"],
+            "accompaniment_GNSDR": g["accompaniment", "NSDR"]}
+
+
 def cpu_name() -> str:
     """The CPU's model name with its family and model numbers: a virtual machine may name only
     "AMD EPYC", and CPUs behind that one name have trained this project 1.6x apart."""

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cpu_name
+from common import cpu_name, mir1k_figures
 
 from config import InputError, run_script
 from data_generator import MIR1K_TRAIN_SINGERS, mir1k_clips
@@ -92,11 +92,8 @@ def main() -> None:
     shutil.rmtree(out_dir / "clips", ignore_errors=True)  # scores of an earlier run's model would be read back
     summary = evaluate_model(checkpoint, "mir1k", root, "test", out_dir=out_dir,
                              workers=args.workers, device=args.device, overrides=args.eval_set)
-    g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
     result = {"name": args.name, "hold_out": args.hold_out, "train_overrides": args.set,
-              "eval_overrides": args.eval_set,
-              "clips": summary[0]["tracks"], "GNSDR": g["vocals", "NSDR"], "GSIR": g["vocals", "SIR"],
-              "GSAR": g["vocals", "SAR"], "accompaniment_GNSDR": g["accompaniment", "NSDR"],
+              "eval_overrides": args.eval_set, "clips": summary[0]["tracks"], **mir1k_figures(summary),
               "training_minutes": minutes, "machine": machine(args.device)}
     (out_dir / "benchmark.json").write_text(json.dumps(result, indent=2))
     print(format_summary(summary))

@@ -17,9 +17,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-import common  # noqa: F401  (puts the project's folder on sys.path)
 import numpy as np
 import torch
+from common import mir1k_figures  # also puts the project's folder on sys.path
 
 from config import AudioConfig, Config, apply_overrides, run_script
 from data_generator import EPS, STFT, Track, load_tracks
@@ -51,11 +51,8 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         scores = dict(zip([t.name for t in tracks], pool.map(partial(ideal_ratio_mask_scores, audio), tracks)))
     _, summary = mir1k_tables(scores)
-    g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
-    print(json.dumps({"n_fft": audio.n_fft, "hop_length": audio.hop_length, "clips": len(tracks),
-                      "GNSDR": round(g["vocals", "NSDR"], 2), "GSIR": round(g["vocals", "SIR"], 2),
-                      "GSAR": round(g["vocals", "SAR"], 2),
-                      "accompaniment_GNSDR": round(g["accompaniment", "NSDR"], 2)}))
+    figures = {name: round(value, 2) for name, value in mir1k_figures(summary).items()}
+    print(json.dumps({"n_fft": audio.n_fft, "hop_length": audio.hop_length, "clips": len(tracks), **figures}))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from common import cpu_name
+from common import SAMPLE, cpu_name, mir1k_figures
 
 from config import Config, apply_overrides
 from data_generator import read_audio, resample
@@ -142,16 +142,14 @@ def quality(checkpoint: str, overrides: list[str], mir1k: str | None) -> str:
     """MIR-1K vocals GNSDR (test clips under `mir1k`) and museval vocals SDR on the MUSDB18 excerpts."""
     from evaluate import evaluate_model
 
-    sample = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "musdb18-sample"
     parts = []
     with tempfile.TemporaryDirectory() as out:
         if mir1k:
             summary = evaluate_model(checkpoint, "mir1k", mir1k, out_dir=Path(out) / "mir1k", workers=2,
                                      overrides=overrides)
-            g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
-            parts.append(f"{g['vocals', 'NSDR']:.2f}")
+            parts.append(f"{mir1k_figures(summary)['GNSDR']:.2f}")
         for subset in ("test", "train"):
-            summary = evaluate_model(checkpoint, "musdb", str(sample), subset, out_dir=Path(out) / subset,
+            summary = evaluate_model(checkpoint, "musdb", str(SAMPLE), subset, out_dir=Path(out) / subset,
                                      workers=2, overrides=overrides)
             sdr = next(r["median"] for r in summary if r["target"] == "vocals" and r["metric"] == "SDR")
             parts.append(f"{sdr:.2f}")
