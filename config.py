@@ -12,9 +12,12 @@ training computed them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +29,56 @@ class InputError(Exception):
     """
 
 
-def run_script(main: Callable[[], None]) -> None:
-    """Run a script's main(); an InputError ends it with one line on stderr and exit status 1."""
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived while `run_script` ran a script's main().
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` never swallows it and
+    cleanup written for any exit (`except BaseException`) runs. A script that knows what its
+    run has kept so far sets `kept` (e.g. "2 songs written to results/separated") on the way out.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.kept = ""
+
+    @property
+    def status(self) -> int:
+        """The shell's exit status for death by this signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` inside the block; the previous handlers come back
+    after it (in threads other than the main one, where no handler can be set, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        main()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a script's main(): an InputError ends it with one line on stderr and exit status 1;
+    SIGINT or SIGTERM with one line saying what was interrupted and kept, and status 130 or 143."""
+    try:
+        with signals_raise_interrupted():
+            main()
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as stop:
+        print(f"interrupted by {stop}" + (f": {stop.kept}" if stop.kept else ""), file=sys.stderr)
+        sys.exit(stop.status)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from config import Config, InputError
+from config import Config, InputError, Interrupted, run_script
 from data_generator import AudioFile, find_audio_files
 from demo_data import make_demo
 from outputs import pyplot, save_figure
@@ -46,20 +46,15 @@ def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str 
                   bits: str = "32f", plot: bool = False) -> list[Path]:
     """Separate one audio file into OUT/<stem>/{vocals,accompaniment}.<fmt>; returns the paths."""
     views: dict[str, Any] = {}
-    with AudioFile(path) as audio:
-        out = OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits)
-        peak = 0.0
-        try:
-            with tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False,
-                      disable=None) as bar:
-                for mixture, vocals in separate_stream(model, cfg, audio.read, audio.frames, audio.rate, views):
-                    out.write(mixture, vocals)
-                    peak = max(peak, float(np.abs(mixture).max(initial=0.0)))
-                    bar.update(mixture.shape[1])
-        except BaseException:
-            out.discard()
-            raise
-        paths = out.commit()
+    peak = 0.0
+    with AudioFile(path) as audio, OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits) as out, \
+            tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False,
+                 disable=None) as bar:
+        for mixture, vocals in separate_stream(model, cfg, audio.read, audio.frames, audio.rate, views):
+            out.write(mixture, vocals)
+            peak = max(peak, float(np.abs(mixture).max(initial=0.0)))
+            bar.update(mixture.shape[1])
+    paths = list(out.final)
     if peak == 0.0:
         print(f"warning: {path}: input is silent, so are its outputs", file=sys.stderr)
     if plot:
@@ -107,24 +102,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    failures = 0
-    try:
-        model, cfg = load_separator(args.checkpoint, args.device, args.set)
-        files = find_audio_files(args.inputs or [str(demo_song())])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+def separate_files(args: argparse.Namespace) -> None:
+    """Separate every input the flags name; exit status 1 when any of them could not be."""
+    model, cfg = load_separator(args.checkpoint, args.device, args.set)
+    files = find_audio_files(args.inputs or [str(demo_song())])
     bits = args.bits or ("24" if args.format == "flac" else "32f")
+    written, failures = 0, 0
     for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
         try:
-            written = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
-            print(f"{path} -> {written[0].parent}")
+            paths = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
+            print(f"{path} -> {paths[0].parent}")
+            written += 1
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             failures += 1
-    sys.exit(1 if failures else 0)
+        except Interrupted as stop:
+            stop.kept = (f"{path} was being separated and nothing of it was written; "
+                         f"{written} of {len(files)} songs are complete in {args.out_dir}")
+            raise
+    if failures:
+        sys.exit(1)
+
+
+def main() -> None:
+    run_script(lambda: separate_files(parse_args()))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,12 @@ def separate_array(model: UNet, cfg: Config, audio: np.ndarray, rate: int) -> np
 
 
 class OutputFiles:
-    """vocals and accompaniment written to temporary names, renamed only on success."""
+    """vocals and accompaniment written to temporary names, renamed only on success.
+
+        with OutputFiles(folder, rate, channels, "wav", "32f") as out:
+            out.write(mixture, vocals)   # any number of times
+        out.final                        # the two paths, complete
+    """
 
     def __init__(self, folder: Path, rate: int, channels: int, fmt: str, bits: str) -> None:
         if fmt == "flac" and bits == "32f":
@@ -216,6 +221,16 @@ class OutputFiles:
     def write(self, mixture: np.ndarray, vocals: np.ndarray) -> None:
         for f, audio in zip(self.files, (vocals, mixture - vocals)):
             f.write(np.clip(audio.T, -1.0, 1.0) if self.pcm else audio.T)
+
+    def __enter__(self) -> OutputFiles:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        """Renamed into place when the block completes; removed when anything (Ctrl-C too) ends it."""
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
     def commit(self) -> list[Path]:
         for f in self.files:

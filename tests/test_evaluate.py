@@ -274,3 +274,53 @@ def test_own_stems_folder_is_scored_with_museval(checkpoint, demo_root, tmp_path
     rows = read_csv(tmp_path / "tracks.csv")
     assert [r["target"] for r in rows] == ["vocals", "accompaniment"]
     assert all(math.isfinite(float(r["SDR"])) for r in rows)
+
+
+def test_fast_and_museval_scorers_agree_are_recorded_and_never_mixed(checkpoint, demo_root, tmp_path):
+    tables = {}
+    for scorer in ("museval", "fast"):
+        out = tmp_path / scorer
+        code, text, err = run_main(evaluate.main, ["--dataset", "stems", "--root", str(demo_root), "--checkpoint",
+                                                   str(checkpoint), "--out-dir", str(out), "--tracks", "2",
+                                                   "--device", "cpu", "--scorer", scorer])
+        assert code == 0, err
+        assert f"scores: {evaluate.SCORER_NAMES[scorer]};" in text
+        assert json.loads((out / "scored-with.json").read_text())["scorer"] == scorer
+        tables[scorer] = read_csv(out / "tracks.csv")
+    for fast, slow in zip(tables["fast"], tables["museval"]):
+        assert (fast["track"], fast["target"]) == (slow["track"], slow["target"])
+        for m in ("SDR", "SIR", "SAR", "ISR"):
+            assert float(fast[m]) == pytest.approx(float(slow[m]), abs=1e-3)  # the CSV keeps 4 decimals
+    code, _, err = run_main(evaluate.main, ["--dataset", "stems", "--root", str(demo_root), "--checkpoint",
+                                            str(checkpoint), "--out-dir", str(tmp_path / "museval"), "--tracks", "3",
+                                            "--device", "cpu"])  # the default, fast, into museval's folder
+    assert code == 1 and err.count("\n") == 1 and "made by the museval scorer" in err, err
+    assert len(list((tmp_path / "museval" / "museval" / "test").glob("*.json"))) == 2  # nothing added
+
+
+def test_ctrl_c_stops_the_scorers_and_keeps_the_tracks_scored(checkpoint, demo_root, tmp_path):
+    """SIGINT to evaluate.py's process group (what a terminal's Ctrl-C does) once a first track is
+    scored: one line saying how many tracks are kept, status 130, no scorer left running, no
+    half-written JSON; the same command then resumes and scores only the rest."""
+    scores = tmp_path / "museval" / "test"
+    cmd = [sys.executable, "evaluate.py", "--dataset", "stems", "--root", str(demo_root), "--checkpoint",
+           str(checkpoint), "--out-dir", str(tmp_path), "--tracks", "3", "--workers", "2", "--device", "cpu",
+           "--scorer", "museval"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not list(scores.glob("*.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    kept = sorted(scores.glob("*.json"))
+    assert err.startswith("interrupted by SIGINT: ") and f"{len(kept)} of 3 tracks are scored" in err
+    assert group_ends_within(proc.pid, 10), "a scoring process outlived the interrupted evaluate.py"
+    assert all(json.loads(p.read_text())["targets"] for p in kept)
+    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len(list(scores.glob("*.json"))) == 3 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())

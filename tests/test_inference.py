@@ -1,8 +1,10 @@
 """inference.py and separation.py: outputs people get, and the bad-input matrix."""
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -360,3 +362,27 @@ def test_a_16_khz_model_at_44_1_khz_gives_the_voice_above_8_khz_to_the_vocals(ch
     kept, cut = (e - high_pass(e, rate, 7500) for e in estimates.values())  # below 7.5 kHz
     assert np.sum((cut - kept) ** 2) < 1e-4 * np.sum(kept ** 2)  # -40 dB: the same below
     assert shares["none"] < 0.01 < 0.3 < shares["top-octave"], shares
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_song_ends_with_one_line_and_no_output(checkpoint, tmp_path, signum, status):
+    """Ctrl-C (or SIGTERM) while a long song separates: one line saying what was interrupted and
+    what is kept, the shell's status for that signal, and nothing of the song on disk."""
+    done = write_wav(tmp_path / "short.wav", song(1.0, 16000, 1), 16000)
+    long = write_wav(tmp_path / "long.wav", song(120.0, 44100, 2), 44100)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "inference.py", str(done), str(long), "--checkpoint", str(checkpoint),
+                             "--out-dir", str(out), "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list((out / "long").glob(".*.partial")):
+        time.sleep(0.05)  # the long song's outputs exist under temporary names: it is mid-song
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"interrupted by {signal.Signals(signum).name}: ") and "long.wav" in err
+    assert "1 of 2 songs are complete" in err
+    assert sorted(p.name for p in (out / "short").iterdir()) == ["accompaniment.wav", "vocals.wav"]
+    assert list((out / "long").iterdir()) == []  # nothing half-written, not even under a temporary name
