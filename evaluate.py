@@ -4,7 +4,7 @@
     python evaluate.py --dataset musdb --root ~/musdb18hq --is-wav --workers 0 --save-estimates
     python evaluate.py --dataset mir1k --root ../shared/data/MIR-1K --checkpoint checkpoints/best.pt
 
-musdb / stems / demo: museval (BSS Eval v4, 1 s frames) on vocals and accompaniment; keeps
+musdb / stems / demo: BSS Eval v4 (museval's, 1 s frames) on vocals and accompaniment; keeps
 museval's JSON per track (OUT/museval/<subset>/<track>.json), writes tracks.csv (per track
 and target: median over frames) and summary.csv (median, mean and std over tracks), both
 aggregated by museval's own EvalStore, and sdr.png.
@@ -13,16 +13,18 @@ and summary.csv with GNSDR, GSIR, GSAR (length-weighted means; NSDR = SDR(estima
 SDR(mixture)).
 
 How the work flows: the main process separates one track at a time and writes its
-estimates to OUT/estimates/<track>/; --workers processes score them (museval is
+estimates to OUT/estimates/<track>/; --workers processes score them (each scorer is
 single-threaded), each writing the track's JSON as soon as it is done. The network gets
 the cores no scorer is busy on (at least one), so two busy threads rarely share a core.
 At most workers + 1 tracks are in flight, so memory does not grow with the number of
 tracks; an interrupted run resumes without re-separating (estimates on disk) or
 re-scoring (JSON on disk) what is done, and refuses to when OUT holds the work of another
-model or other settings (OUT/scored-with.json names the checkpoint and keeps a digest of
-its weights and config). Each scoring process needs about MUSEVAL_BYTES_PER_SAMPLE bytes
-per sample and channel of the longest track (about 3.4 GB for 4 minutes of 44.1 kHz
-stereo); --workers 0 takes one per core, as many as fit in the available memory.
+model, other settings or another scorer (OUT/scored-with.json names the checkpoint and
+the scorer, and keeps a digest of the weights and config). --scorer fast (the default)
+computes museval's BSS Eval v4 numbers with bsseval.py in about a tenth of museval's
+time and memory (0.5 GB for 4 minutes of 44.1 kHz stereo, against 3.4 GB); --scorer
+museval runs museval itself. --workers 0 takes one scoring process per core, as many as
+fit in the available memory (BYTES_PER_SAMPLE).
 --save-estimates keeps the separated audio.
 """
 
@@ -58,9 +60,10 @@ from unet_model import UNet
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 TARGETS = ("vocals", "accompaniment")
-# Peak memory of museval's BSS Eval v4 per sample and channel of a track, two sources
-# (measured: 3.4 GB for a 4-minute 44.1 kHz stereo track, benchmarks/evaluation.py).
-MUSEVAL_BYTES_PER_SAMPLE = 160
+# Peak memory of a scoring process per sample and channel of a track, two sources, its audio
+# included (benchmarks/evaluation.py: for a 4-minute 44.1 kHz stereo track, museval 3.4 GB; the
+# fast scorer holds the track's five signals in float32 and about 125 MB more).
+BYTES_PER_SAMPLE = {"fast": 48, "museval": 160, "mir1k": 160}
 
 
 # ---------------------------------------------------------------- scoring (runs in workers)
@@ -222,13 +225,13 @@ def available_memory() -> int:
     return 0
 
 
-def scoring_workers(asked: int, tracks: list[Track], channels: int = 2, rate: int = 44100) -> int:
+def scoring_workers(asked: int, tracks: list[Track], scorer: str, channels: int = 2, rate: int = 44100) -> int:
     """How many scoring processes to run: `asked` (0: one per core), at most as many as there are
     tracks, and no more than fit in the available memory (a one-line warning says so)."""
     workers = asked or os.cpu_count() or 1
     workers = max(1, min(workers, len(tracks)))
     longest = max((t.seconds() for t in tracks), default=0.0)
-    need = MUSEVAL_BYTES_PER_SAMPLE * channels * longest * rate
+    need = BYTES_PER_SAMPLE[scorer] * channels * longest * rate
     free = available_memory()
     if need and free and workers * need > free:
         fit = max(1, int(free // need))
@@ -284,7 +287,7 @@ def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_di
         elif not keep_estimates:  # a run stopped between scoring a track and removing its estimates
             shutil.rmtree(job.estimates, ignore_errors=True)
     if todo:
-        workers = scoring_workers(workers, [job.track for job in todo])
+        workers = scoring_workers(workers, [job.track for job in todo], scorer)
         try:
             with tqdm(total=len(todo), desc="tracks", unit="track", disable=None) as bar:
                 for _ in run_jobs(model, cfg, todo, scorer, workers, keep_estimates):

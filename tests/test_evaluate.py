@@ -216,16 +216,16 @@ def test_bss_eval_v3_agrees_with_mir_eval_on_mir1k_clips():
 
 def test_workers_that_do_not_fit_in_memory_are_cut_with_a_warning(monkeypatch, capsys):
     tracks = [evaluate.Track(f"t{i}", None, lambda: 240.0) for i in range(5)]
-    need = evaluate.MUSEVAL_BYTES_PER_SAMPLE * 2 * 240 * 44100
+    need = evaluate.BYTES_PER_SAMPLE["museval"] * 2 * 240 * 44100
     monkeypatch.setattr(evaluate, "available_memory", lambda: int(2.5 * need))
-    assert evaluate.scoring_workers(4, tracks) == 2
+    assert evaluate.scoring_workers(4, tracks, "museval") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning: 4 scoring processes need" in err and "using 2" in err
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    assert evaluate.scoring_workers(0, tracks) == 2  # auto: one per core, as many as fit
-    assert evaluate.scoring_workers(0, tracks[:1]) == 1  # never more than there are tracks
+    assert evaluate.scoring_workers(0, tracks, "museval") == 2  # auto: one per core, as many as fit
+    assert evaluate.scoring_workers(0, tracks[:1], "museval") == 1  # never more than there are tracks
     monkeypatch.setattr(evaluate, "available_memory", lambda: 100 * need)
-    assert evaluate.scoring_workers(0, tracks) == 3
+    assert evaluate.scoring_workers(0, tracks, "museval") == 3
 
 
 def test_bad_roots_and_checkpoints_get_one_line(checkpoint, tmp_path):
