@@ -19,7 +19,8 @@ What differs is only how the work is done (benchmarks/evaluation.py measures bot
   estimates.
 
     sdr, isr, sir, sar = bss_eval_v4(references, estimates, window=44100, hop=44100)
-    # references, estimates: (sources, samples, channels); each result: (sources, frames)
+    # references, estimates: one (samples, channels) array per source, as museval.evaluate takes
+    # them (any float dtype; float32 as read from files is not copied); each result: (sources, frames)
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ BLOCK_FFT = 16384  # FFT size of the block-wise correlations
 BLOCKS_PER_PASS = 16  # blocks transformed at once (about 0.4 MB per block and channel)
 FRAMES_PER_BATCH = 8  # frames filtered at once (about 6 MB per frame for two stereo sources)
 
+Sources = list[np.ndarray]  # one (samples, channels) array per source
 
-def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, window: int, hop: int
+
+def bss_eval_v4(references: Sources, estimates: Sources, window: int, hop: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """SDR, ISR, SIR, SAR (sources, frames) of `estimates` against `references`, both
-    (sources, samples, channels), exactly as `museval.evaluate(references, estimates, win=window,
-    hop=hop, mode="v4")` defines them; estimates of another length are cut or zero-padded."""
-    references, estimates = np.atleast_3d(references), np.atleast_3d(estimates)
-    estimates = match_length(estimates, references.shape[1])
+    """SDR, ISR, SIR, SAR (sources, frames) of `estimates` against `references`, each a sequence
+    of (samples, channels) arrays (or (samples,) for mono), exactly as `museval.evaluate(
+    references, estimates, win=window, hop=hop, mode="v4")` defines them; estimates of another
+    length are cut or zero-padded."""
+    references = [as_channels(r) for r in references]
+    samples = len(references[0])
+    estimates = [match_length(as_channels(e), samples) for e in estimates]
     check_sources(references, estimates)
-    sources, samples, _ = references.shape
     filters, own_filters = distortion_filters(references, estimates)
     starts = frame_starts(window, hop, samples)
     length = min(window, samples)
@@ -52,7 +56,7 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, window: int, hop:
     # rows (estimate, reference source, reference channel, output channel) -> (..., F)
     filters_f = scipy.fft.rfft(filters.transpose(3, 0, 1, 4, 2), n=size, axis=-1, workers=1)
     own_f = scipy.fft.rfft(own_filters.transpose(0, 1, 3, 2), n=size, axis=-1, workers=1)  # (S, C, D, F)
-    scores = np.empty((4, sources, len(starts)))
+    scores = np.empty((4, len(references), len(starts)))
     for first in range(0, len(starts), FRAMES_PER_BATCH):
         batch = starts[first:first + FRAMES_PER_BATCH]
         scores[:, :, first:first + len(batch)] = frame_scores(references, estimates, batch, length, size,
@@ -61,28 +65,35 @@ def bss_eval_v4(references: np.ndarray, estimates: np.ndarray, window: int, hop:
     return sdr, isr, sir, sar
 
 
-def match_length(estimates: np.ndarray, samples: int) -> np.ndarray:
-    """Estimates cut or zero-padded at the end to the references' length (museval's pad_or_truncate)."""
-    if estimates.shape[1] >= samples:
-        return estimates[:, :samples]
-    return np.pad(estimates, [(0, 0), (0, samples - estimates.shape[1]), (0, 0)])
+def as_channels(source: np.ndarray) -> np.ndarray:
+    """(samples,) or (samples, channels) -> (samples, channels), a view."""
+    source = np.asarray(source)
+    return source[:, None] if source.ndim == 1 else source
 
 
-def silent(sources: np.ndarray) -> np.ndarray:
-    """(sources, ..., samples, channels) -> (sources, ...): True where a source's channels sum to
-    zero at every sample (museval's test, in the inputs' own dtype; the channels added one by one,
-    as numpy's sum does for so few, which is much faster along the last axis)."""
-    total = sources[..., 0].copy()
-    for c in range(1, sources.shape[-1]):
-        total += sources[..., c]
+def match_length(estimate: np.ndarray, samples: int) -> np.ndarray:
+    """An estimate cut or zero-padded at the end to the references' length (museval's pad_or_truncate)."""
+    if len(estimate) >= samples:
+        return estimate[:samples]
+    return np.pad(estimate, [(0, samples - len(estimate)), (0, 0)])
+
+
+def silent(source: np.ndarray) -> np.ndarray:
+    """(..., samples, channels) -> (...): True where the channels sum to zero at every sample
+    (museval's test, in the inputs' own dtype; the channels added one by one, as numpy's sum does
+    for so few, which is much faster than a sum along the last axis)."""
+    total = source[..., 0].copy()
+    for c in range(1, source.shape[-1]):
+        total += source[..., c]
     return ~np.any(total, axis=-1)
 
 
-def check_sources(references: np.ndarray, estimates: np.ndarray) -> None:
+def check_sources(references: Sources, estimates: Sources) -> None:
     """museval's refusals: shapes that differ, and a reference or estimate silent over the whole track."""
-    if references.shape != estimates.shape:
-        raise ValueError(f"references {references.shape} and estimates {estimates.shape} differ in shape")
-    if silent(references).any() or silent(estimates).any():
+    shapes = {r.shape for r in references} | {e.shape for e in estimates}
+    if len(shapes) > 1 or len(references) != len(estimates):
+        raise ValueError(f"references and estimates differ in shape or number: {sorted(shapes)}")
+    if any(silent(source) for source in [*references, *estimates]):
         raise ValueError("every reference and every estimate must be non-silent (not all zeros)")
 
 
@@ -96,15 +107,15 @@ def frame_starts(window: int, hop: int, samples: int) -> list[int]:
 # ---------------------------------------------------------------- the filters, once per track
 
 
-def distortion_filters(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distortion_filters(references: Sources, estimates: Sources) -> tuple[np.ndarray, np.ndarray]:
     """museval's least-squares filters: per estimate channel, the combination of the references
     delayed by 0..L-1 samples nearest to it, (sources, channels, L, estimates, channels), and
     the same onto its own reference alone, (estimates, channels, L, channels).
 
     The normal equations G c = D: G, the references' Gram matrix, is the same for every
     estimate, so it is built and factorised once; D holds the estimates' correlations."""
-    sources, _, channels = references.shape
-    lags = correlations(references, (references, estimates))  # (P, 2P, 2L - 1)
+    sources, channels = len(references), references[0].shape[1]
+    lags = correlations(references, [*references, *estimates])  # (P, 2P, 2L - 1)
     gram = reference_gram(lags[:, :len(lags)])
     rhs = estimate_correlations(lags[:, len(lags):])  # (S * C * L, S * C): a column per estimate channel
     filters = solve(gram, rhs).reshape(sources, channels, FILTER_LENGTH, sources, channels)
@@ -116,42 +127,42 @@ def distortion_filters(references: np.ndarray, estimates: np.ndarray) -> tuple[n
     return filters, own
 
 
-def block_spectra(sources: np.ndarray, start: int, blocks: int, block: int, reach: int) -> np.ndarray:
-    """(sources, samples, channels) -> (sources * channels, blocks, BLOCK_FFT // 2 + 1): the real
-    FFT, in float64, of samples [start + b * block - reach, start + (b + 1) * block + reach) of
-    each channel for each block b (zeros outside the signal)."""
-    count, samples, channels = sources.shape
+def block_spectra(sources: Sources, start: int, blocks: int, block: int, reach: int) -> np.ndarray:
+    """(series, blocks, BLOCK_FFT // 2 + 1): the real FFT, in float64, of samples [start + b * block
+    - reach, start + (b + 1) * block + reach) of each channel of each source (series, source-major)
+    for each block b, zeros outside the signal."""
+    samples, channels = sources[0].shape
     width = blocks * block + 2 * reach
     offset = start - reach  # the stretch's first sample in the signal
     lo, hi = max(0, offset), min(samples, offset + width)
-    stretch = np.zeros((count, channels, width))
-    stretch[:, :, lo - offset:hi - offset] = sources[:, lo:hi].transpose(0, 2, 1)
-    index = (np.arange(blocks) * block)[:, None] + np.arange(block + 2 * reach)  # (blocks, block + 2 reach)
-    segments = stretch.reshape(count * channels, width)[:, index]  # (series, blocks, block + 2 reach)
-    return scipy.fft.rfft(segments, n=BLOCK_FFT, axis=-1, workers=1)
+    stretch = np.zeros((len(sources), channels, width))
+    for i, source in enumerate(sources):
+        stretch[i, :, lo - offset:hi - offset] = source[lo:hi].T
+    stretch = stretch.reshape(-1, width)  # (series, width)
+    # each block with its reach on both sides: overlapping windows of the stretch, a view, no copy
+    segments = np.lib.stride_tricks.sliding_window_view(stretch, block + 2 * reach, axis=-1)[:, ::block]
+    return scipy.fft.rfft(segments, n=BLOCK_FFT, axis=-1, workers=1)  # (series, blocks, F)
 
 
-def correlations(x: np.ndarray, ys: tuple[np.ndarray, ...]) -> np.ndarray:
+def correlations(x: Sources, ys: Sources) -> np.ndarray:
     """R[p, q, k] = sum_n x_p[n + k] y_q[n] for lags k = -(L - 1)..(L - 1) (at index k + L - 1),
-    where p runs over the (source, channel) pairs of x and q over those of the arrays `ys` in
-    turn, all (sources, samples, channels), zero outside the signals (L = FILTER_LENGTH).
+    where p runs over the (source, channel) pairs of x and q over those of ys, zero outside the
+    signals (L = FILTER_LENGTH).
 
     Overlap-save in blocks: each block of y against the stretch of x that reaches L - 1 samples
     further on both sides. A circular correlation of BLOCK_FFT points holds every lag of a block
-    without wrapping, and the blocks' cross-spectra add up (one matrix product per frequency)
-    before one inverse FFT per pair."""
+    without wrapping, and the blocks' cross-spectra add up before one inverse FFT per pair."""
     reach = FILTER_LENGTH - 1
     block = BLOCK_FFT - 2 * reach
-    samples = x.shape[1]
-    total = np.zeros((BLOCK_FFT // 2 + 1, x.shape[0] * x.shape[2], sum(y.shape[0] * y.shape[2] for y in ys)),
-                     dtype=complex)
+    samples, channels = x[0].shape
+    total = np.zeros((len(x) * channels, len(ys) * channels, BLOCK_FFT // 2 + 1), dtype=complex)
     for start in range(0, samples, BLOCKS_PER_PASS * block):
         blocks = min(BLOCKS_PER_PASS, -(-(samples - start) // block))
         wide = block_spectra(x, start, blocks, block, reach)  # (P, blocks, F)
-        narrow = np.concatenate([block_spectra(y, start, blocks, block, 0) for y in ys])  # (Q, blocks, F)
-        # (F, P, blocks) @ (F, blocks, Q): contiguous, so each frequency's product is one BLAS call
-        total += np.ascontiguousarray(wide.transpose(2, 0, 1)) @ np.ascontiguousarray(narrow.transpose(2, 1, 0).conj())
-    return scipy.fft.irfft(total.transpose(1, 2, 0), n=BLOCK_FFT, axis=-1, workers=1)[..., : 2 * reach + 1]
+        narrow = block_spectra(ys, start, blocks, block, 0).conj()  # (Q, blocks, F)
+        for b in range(blocks):
+            total += wide[:, None, b] * narrow[None, :, b]  # (P, Q, F)
+    return scipy.fft.irfft(total, n=BLOCK_FFT, axis=-1, workers=1)[..., : 2 * reach + 1]
 
 
 def reference_gram(lags: np.ndarray) -> np.ndarray:
@@ -181,7 +192,7 @@ def estimate_correlations(lags: np.ndarray) -> np.ndarray:
 
 def solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """museval's filters: solve(G + eps I, D), or lstsq(G, D) where G + eps I is exactly singular
-    (a zero pivot, as with identical channels: numpy's solve raises there)."""
+    (a zero pivot: numpy's solve raises there)."""
     regularised = gram.copy()
     regularised.flat[:: len(gram) + 1] += np.finfo(float).eps
     with warnings.catch_warnings():  # an exactly singular matrix is handled below, not warned about
@@ -195,7 +206,7 @@ def solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the frames
 
 
-def frame_scores(references: np.ndarray, estimates: np.ndarray, starts: list[int], length: int, size: int,
+def frame_scores(references: Sources, estimates: Sources, starts: list[int], length: int, size: int,
                  filters_f: np.ndarray, own_f: np.ndarray) -> np.ndarray:
     """SDR, ISR, SIR, SAR (4, sources, frames) of the frames at `starts`, each `length` samples,
     given the filters' spectra at `size` points (see bss_eval_v4).
@@ -203,33 +214,32 @@ def frame_scores(references: np.ndarray, estimates: np.ndarray, starts: list[int
     For estimate j: the frame's references filtered by j's filters onto all references give
     the projection P; filtered by j's filters onto reference j alone, P_j. With s the frame of
     reference j and e that of estimate j, both zero-padded by L - 1 samples, museval's parts are
-    e_spat = P_j - s, e_interf = P - s - e_spat, e_artif = e - s - e_spat - e_interf."""
-    sources, _, channels = references.shape
-    span = length + FILTER_LENGTH - 1  # samples of a filtered frame
-    index = np.asarray(starts)[:, None] + np.arange(length)  # (T, length)
-    ref_frames, est_frames = references[:, index], estimates[:, index]  # (S, T, length, C), the inputs' dtype
-    quiet = silent(ref_frames).any(0) | silent(est_frames).any(0)  # (T,): any source silent in the frame
-    ref = ref_frames.transpose(0, 3, 1, 2).astype(float)  # (S, C, T, length)
-    est = est_frames.transpose(0, 3, 1, 2).astype(float)
+    e_spat = P_j - s, e_interf = P - P_j and e_artif = e - P (museval reaches the last two by
+    subtracting the parts before them, equal to rounding), and SDR = |s|^2 / |e - s|^2,
+    ISR = |s|^2 / |e_spat|^2, SIR = |P_j|^2 / |e_interf|^2, SAR = |P|^2 / |e_artif|^2."""
+    sources, channels = len(references), references[0].shape[1]
+    ref_frames = [np.stack([r[t:t + length] for t in starts]) for r in references]  # (T, length, C), inputs' dtype
+    est_frames = [np.stack([e[t:t + length] for t in starts]) for e in estimates]
+    quiet = np.any([silent(frames) for frames in [*ref_frames, *est_frames]], axis=0)  # (T,)
+    ref = np.stack(ref_frames).transpose(0, 3, 1, 2).astype(float)  # (S, C, T, length)
+    est = np.stack(est_frames).transpose(0, 3, 1, 2).astype(float)
     spectra = scipy.fft.rfft(ref, n=size, axis=-1, workers=1)  # (S, C, T, F)
+    span = length + FILTER_LENGTH - 1  # samples of a filtered frame
     out = np.empty((4, sources, len(starts)))
     for j in range(sources):
         # per output channel d: the sum over reference sources i and channels c of spectrum x filter
         projection = sum(spectra[i, c, None] * filters_f[j, i, c, :, None]  # (D, T, F) each
                          for i in range(sources) for c in range(channels))
         projection_own = sum(spectra[j, c, None] * own_f[j, c, :, None] for c in range(channels))
-        full = scipy.fft.irfft(projection, n=size, axis=-1, workers=1)[..., :span]  # (D, T, span)
-        mine = scipy.fft.irfft(projection_own, n=size, axis=-1, workers=1)[..., :span]
-        s_true = np.zeros_like(full)
-        s_true[..., :length] = ref[j]
-        e_spat = mine - s_true
-        e_interf = full - s_true - e_spat
-        e_artif = -s_true - e_spat - e_interf
+        full = scipy.fft.irfft(projection, n=size, axis=-1, workers=1)[..., :span]  # (D, T, span): P
+        mine = scipy.fft.irfft(projection_own, n=size, axis=-1, workers=1)[..., :span]  # P_j
+        e_spat = mine.copy()
+        e_spat[..., :length] -= ref[j]
+        e_artif = -full
         e_artif[..., :length] += est[j]
-        out[:, j] = [safe_db(energy(s_true), energy(e_spat + e_interf + e_artif)),
-                     safe_db(energy(s_true), energy(e_spat)),
-                     safe_db(energy(s_true + e_spat), energy(e_interf)),
-                     safe_db(energy(s_true + e_spat + e_interf), energy(e_artif))]
+        target = energy(ref[j])
+        out[:, j] = [safe_db(target, energy(est[j] - ref[j])), safe_db(target, energy(e_spat)),
+                     safe_db(energy(mine), energy(full - mine)), safe_db(energy(full), energy(e_artif))]
     out[:, :, quiet] = np.nan
     return out
 

@@ -93,7 +93,7 @@ def score_musdb(name: str, rate: int, references: dict[str, np.ndarray], estimat
 
     refs, ests = [references[t].T for t in TARGETS], [estimates[t].T for t in TARGETS]  # (samples, channels)
     if fast:
-        sdr, isr, sir, sar = bss_eval_v4(np.stack(refs), np.stack(ests), window=rate, hop=rate)
+        sdr, isr, sir, sar = bss_eval_v4(refs, ests, window=rate, hop=rate)
     else:
         sdr, isr, sir, sar = museval.evaluate(refs, ests, win=rate, hop=rate, mode="v4")
     store = museval.TrackStore(win=1.0, hop=1.0, track_name=name)

@@ -59,7 +59,7 @@ def test_stft_at_other_rates_keeps_the_models_durations_and_bins(rate, n_fft, ho
     model_band = STFT(cfg).model_band(STFT(cfg)(torch.from_numpy(resample(tone.numpy(), rate, 16000)))).abs()
     assert band.shape[-2] == 513
     assert band[0].mean(-1).argmax() == model_band[0].mean(-1).argmax() == 64  # 1 kHz is the model's bin 64
-    assert band[0, 64].mean() == pytest.approx(model_band[0, 64].mean(), rel=0.02)  # same magnitude scale
+    assert band[0, 64].mean().item() == pytest.approx(model_band[0, 64].mean().item(), rel=0.02)  # same magnitude scale
     assert torch.max(torch.abs(transform.inverse(spec, tone.shape[-1]) - tone)) < 1e-4
 
 
@@ -114,7 +114,7 @@ def test_blending_weights_patch_edges_least():
     blended = from_patches(patches, hop, frames)[0, 0]
     left, _ = patch_padding(frames, 128, hop)
     centre = 1 * hop + 64 - left  # frame at the centre of patch 1: Hann weight 1 there, 0 in its neighbours
-    assert blended[centre] == pytest.approx(1.0, abs=0.01)  # a plain average would give 1.5
+    assert blended[centre].item() == pytest.approx(1.0, abs=0.01)  # a plain average would give 1.5
     disjoint = from_patches(to_patches(torch.ones(1, 1, frames), 128, 128), 128, frames)
     assert torch.equal(disjoint, torch.ones(1, 1, frames))  # no overlap: flat weights, no gaps
 
@@ -167,7 +167,7 @@ def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mi
     gains = torch.tensor([[2.0], [0.5]])  # (sources, 1): one gain per source
     mix, voc = data.collate([(vocals, accompaniment, gains)])
     assert mix.shape == voc.shape == (1, 1, 513, 128) and mix.is_complex()
-    assert mix.abs().max() == pytest.approx(1.0)  # normalized by the mixture's peak magnitude
+    assert mix.abs().max().item() == pytest.approx(1.0)  # normalized by the mixture's peak magnitude
     v = torch.complex(vocals[0].float(), vocals[1].float()) * 2.0
     m = v + torch.complex(accompaniment[0].float(), accompaniment[1].float()) * 0.5
     scale = m.abs().max()
@@ -222,7 +222,7 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
         assert copy.shape[:2] == (1, 2)  # vocals only
         assert copy.shape[-1] == pytest.approx(data.specs[0].shape[-1] / 2 ** (shift / 12), rel=0.05)
         power = (copy[0].astype(np.float32) ** 2).sum(0).sum(-1)  # (bins,)
-        assert np.argmax(power) * bin_hz == pytest.approx(440 * 2 ** (shift / 12), abs=bin_hz)
+        assert float(np.argmax(power) * bin_hz) == pytest.approx(440 * 2 ** (shift / 12), abs=bin_hz)
     original = (data.specs[0][0].astype(np.float32) ** 2).sum(0).sum(-1)
     peaks = [int(v.float().square().sum((0, 2)).argmax()) for v, _, _ in (data[i % len(data)] for i in range(200))]
     share = np.mean([p != np.argmax(original) for p in peaks])
@@ -243,9 +243,9 @@ def test_time_stretch_changes_the_length_and_keeps_the_pitch(factor):
     middle = out[0, rate // 4: -rate // 4]  # away from the edges' half windows
     power = np.abs(np.fft.rfft(middle * np.hanning(len(middle)))) ** 2
     hz = np.fft.rfftfreq(len(middle), 1 / rate)
-    assert hz[power.argmax()] == pytest.approx(440, abs=2)
+    assert float(hz[power.argmax()]) == pytest.approx(440, abs=2)
     assert power[np.abs(hz - 440) < 20].sum() > 0.99 * power.sum()
-    assert np.sqrt(np.mean(middle ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
+    assert float(np.sqrt(np.mean(middle ** 2))) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
 
 
 def test_time_stretched_copies_join_the_pitch_shifted_ones():
