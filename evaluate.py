@@ -48,12 +48,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
+from audio import read_audio
 from bsseval import bss_eval_v4
 from config import Config, InputError, Interrupted, run_script
-from data_generator import Track, load_tracks, read_audio
+from data_generator import Track, load_tracks
 from outputs import atomic_path, pyplot, save_figure, write_text
 from separation import OutputFiles, default_checkpoint, load_separator, separate_array
 from unet_model import UNet
@@ -304,9 +306,9 @@ def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_di
 # ---------------------------------------------------------------- reading scores back
 
 
-def museval_tables(scores: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per track and target, the median over frames; per target and metric, the median, mean and
-    std over tracks. Medians and means are museval's own (EvalStore on the same JSONs)."""
+def museval_tables(scores: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per track and target, the median over frames (tracks); per target and metric, the median,
+    mean and std over tracks (summary). Medians and means are museval's own: EvalStore on the JSONs."""
     import museval
     from museval.aggregate import json2df
 
@@ -315,56 +317,45 @@ def museval_tables(scores: dict[str, str]) -> tuple[list[dict[str, Any]], list[d
         frame_scores = json2df(json.loads(text), name)
         for store in stores.values():
             store.add_track(frame_scores)
-    per_track = stores["median"].agg_frames_scores()  # (track, target, metric) -> score
-    rows = []
-    for name in scores:
-        for target in TARGETS:
-            rows.append({"track": name, "target": target,
-                         **{m: float(per_track.get((name, target, m), np.nan)) for m in METRICS}})
-    medians, means = (store.agg_frames_tracks_scores() for store in (stores["median"], stores["mean"]))
-    summary = []
-    for target in TARGETS:
-        for m in METRICS:
-            values = np.array([r[m] for r in rows if r["target"] == target])
-            summary.append({"target": target, "metric": m, "tracks": int(np.isfinite(values).sum()),
-                            "median": float(medians[target, m]), "mean": float(means[target, m]),
-                            "std": float(np.nanstd(values))})
-    return rows, summary
+    order = pd.MultiIndex.from_product([list(scores), TARGETS], names=["track", "target"])
+    tracks = stores["median"].agg_frames_scores().unstack("metric").reindex(index=order, columns=list(METRICS))
+    per_metric = tracks.stack(future_stack=True).groupby(["target", "metric"], sort=False)  # over tracks
+    summary = pd.DataFrame({"tracks": per_metric.count(),
+                            "median": stores["median"].agg_frames_tracks_scores(),
+                            "mean": stores["mean"].agg_frames_tracks_scores(),
+                            "std": per_metric.std(ddof=0)})
+    summary = summary.reindex(pd.MultiIndex.from_product([TARGETS, METRICS], names=["target", "metric"]))
+    return tracks.reset_index().rename_axis(columns=None), summary.reset_index()
 
 
-def mir1k_tables(scores: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def mir1k_tables(scores: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per clip and target, SDR/SIR/SAR/NSDR; per target and metric, the length-weighted mean
     (GNSDR, GSIR, GSAR), mean, std and median over clips."""
     rows = []
     for name, text in scores.items():
         data = json.loads(text)
         rows += [{"track": name, "target": t, "seconds": data["seconds"], **data[t]} for t in TARGETS]
-    summary = []
-    for target in TARGETS:
-        chosen = [r for r in rows if r["target"] == target]
-        seconds = np.array([r["seconds"] for r in chosen])
-        for m in ("NSDR", "SDR", "SIR", "SAR"):
-            values = np.array([r[m] for r in chosen])
-            summary.append({"target": target, "metric": m, "tracks": len(values),
-                            "weighted_mean": float(np.sum(values * seconds) / np.sum(seconds)),
-                            "mean": float(np.mean(values)), "std": float(np.std(values)),
-                            "median": float(np.median(values))})
-    return rows, summary
+    clips = pd.DataFrame(rows)
+    long = clips.melt(id_vars=["track", "target", "seconds"], value_vars=["NSDR", "SDR", "SIR", "SAR"],
+                      var_name="metric")
+    long["weighted"] = long["value"] * long["seconds"]
+    groups = long.groupby(["target", "metric"], sort=False)
+    summary = pd.DataFrame({"tracks": groups["value"].count(),
+                            "weighted_mean": groups["weighted"].sum() / groups["seconds"].sum(),
+                            "mean": groups["value"].mean(), "std": groups["value"].std(ddof=0),
+                            "median": groups["value"].median()})
+    return clips, summary.reset_index()
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
 
 
-def plot_sdr(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+def plot_sdr(path: Path, tracks: pd.DataFrame, title: str) -> None:
     """Box plot of SDR per target across tracks."""
     plt = pyplot()
-    data = [[r["SDR"] for r in rows if r["target"] == t and np.isfinite(r["SDR"])] for t in TARGETS]
+    data = [tracks.loc[tracks["target"] == t, "SDR"].dropna().to_numpy() for t in TARGETS]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(TARGETS) + 1), TARGETS)
@@ -388,11 +379,11 @@ def evaluate_model(checkpoint: str | Path | None, dataset: str, root: str | None
     score_dir = out / "clips" if scorer == "mir1k" else out / "museval" / subset  # museval's layout
     claim_output(out, score_dir, str(checkpoint or default_checkpoint()), model_fingerprint(model, cfg), scorer)
     scores = scores_of(model, cfg, selected, out, score_dir, scorer, workers, keep_estimates)
-    rows, summary = (mir1k_tables if scorer == "mir1k" else museval_tables)(scores)
-    write_csv(out / "tracks.csv", rows)
+    tracks_table, summary = (mir1k_tables if scorer == "mir1k" else museval_tables)(scores)
+    write_csv(out / "tracks.csv", tracks_table)
     write_csv(out / "summary.csv", summary)
-    plot_sdr(out / "sdr.png", rows, f"{dataset} {subset}: {len(selected)} tracks")
-    return summary
+    plot_sdr(out / "sdr.png", tracks_table, f"{dataset} {subset}: {len(selected)} tracks")
+    return summary.to_dict("records")
 
 
 def commit() -> str:

@@ -13,7 +13,7 @@ extended above it from what the model hears near its top. One mask, predicted fr
 the channels' mean magnitude, serves every channel. The song is processed in
 overlapping chunks that are cross-faded, so memory does not grow with its length.
 Features come from the checkpoint's config, through the same code as training
-(data_generator.py). Without --checkpoint: checkpoints/best.pt when you have trained
+(audio.py, data_generator.py). Without --checkpoint: checkpoints/best.pt when you have trained
 one, else the shipped model in pretrained/.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from audio import AudioFile, find_audio_files
 from config import Config, InputError, Interrupted, run_script
-from data_generator import AudioFile, find_audio_files
 from demo_data import make_demo
 from outputs import pyplot, save_figure
 from separation import SUBTYPES, TRAINED, OutputFiles, load_separator, separate_stream
@@ -64,24 +64,24 @@ def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str 
 
 def plot_separation(views: dict[str, Any], target: Path, title: str) -> Path:
     """Mixture spectrogram, predicted mask and vocal spectrogram over the input's full band
-    (first channel, first chunk)."""
+    (first channel, first chunk), on a log-frequency axis where the voice's harmonics show."""
+    import librosa.display
+
     plt = pyplot()
-    extent = (0, views["seconds"], 0, views["rate"] / 2000)
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     panels = (("mixture", "mixture magnitude (dB)"), ("mask", "predicted vocal mask"),
               ("vocals", "vocal magnitude (dB)"))
     top = max(float(20 * np.log10(max(views["mixture"][0].max().item(), 1e-5))), -60.0)
     for ax, (key, label) in zip(axes, panels):
         data = views[key][0].numpy()
-        if key == "mask":
-            image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="viridis", vmin=0, vmax=1)
-        else:
-            image = ax.imshow(20 * np.log10(np.maximum(data, 1e-5)), origin="lower", aspect="auto", extent=extent,
-                              cmap="magma", vmin=top - 80, vmax=top)
+        shown = dict(cmap="viridis", vmin=0, vmax=1) if key == "mask" else \
+            dict(cmap="magma", vmin=top - 80, vmax=top)
+        if key != "mask":
+            data = 20 * np.log10(np.maximum(data, 1e-5))
+        image = librosa.display.specshow(data, sr=views["rate"], hop_length=views["hop"], n_fft=views["n_fft"],
+                                         x_axis="time", y_axis="log", ax=ax, **shown)
         ax.set_title(label)
-        ax.set_ylabel("kHz")
         fig.colorbar(image, ax=ax)
-    axes[-1].set_xlabel("seconds")
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, target, dpi=80)

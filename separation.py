@@ -24,11 +24,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audio import STFT, magnitude
 from config import Config, InputError, apply_overrides
-from data_generator import STFT, from_patches, magnitude, network_input, normalize_patches, to_patches
+from data_generator import normalize_patches, patch_padding, to_patches
 from devices import autocast, autocast_dtype, pick_device
 from outputs import partial_path
-from unet_model import UNet, load_model
+from unet_model import UNet, load_model, network_input
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
@@ -66,6 +67,33 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
         with autocast(device, dtype):
             masks[i:i + batch] = model(x).float().cpu()
     return from_patches(masks.reshape(patches.shape), hop, spec.shape[-1], cfg.separation.blend)  # (C, bins, frames)
+
+
+def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:
+    """Weights (patch,) of each frame of a patch when overlapping patches are blended.
+
+    "hann": a periodic Hann window when patches overlap by half or more (its shifted copies
+    add up to a constant, so frames near a patch's edges, where the network sees the least
+    context, count least); flat for less overlap, where Hann would leave gaps. "mean": flat.
+    """
+    if kind == "mean" or patch < 2 * hop:
+        return torch.ones(patch)
+    return torch.hann_window(patch, periodic=True).clamp_min(1e-3)
+
+
+def from_patches(patches: torch.Tensor, hop: int, frames: int, blend: str = "hann") -> torch.Tensor:
+    """Blend overlapping patches (..., n, bins, patch) back into (..., bins, frames), weighted
+    by `blend_window`."""
+    *lead, n, bins, patch = patches.shape
+    left, right = patch_padding(frames, patch, hop)
+    total = frames + left + right
+    weight = blend_window(patch, hop, blend).to(patches)
+    out = patches.new_zeros(*lead, bins, total)
+    norm = patches.new_zeros(total)
+    for i in range(n):
+        out[..., i * hop:i * hop + patch] += patches[..., i, :, :] * weight
+        norm[i * hop:i * hop + patch] += weight
+    return (out / norm)[..., left:left + frames]
 
 
 def soft_mask(mask: torch.Tensor, power: float) -> torch.Tensor:
@@ -147,7 +175,7 @@ def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
     vocals = transform.inverse(spec * mask, x.shape[-1])  # (C, samples)
     if views is not None:
         views.update(mixture=spec[:1].abs(), mask=mask[:1], vocals=(spec[:1] * mask[:1]).abs(),
-                     seconds=x.shape[-1] / rate, rate=rate)
+                     seconds=x.shape[-1] / rate, rate=rate, hop=transform.hop, n_fft=transform.n_fft)
     return vocals.numpy()
 
 

@@ -57,11 +57,12 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from audio import STFT
 from config import Config, InputError, apply_overrides, run_script
-from data_generator import STFT, PatchDataset, make_demo, mask_loss, network_input, train_valid_tracks, worker_seed
+from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
-from unet_model import UNet, count_parameters, read_checkpoint, save_checkpoint
+from unet_model import UNet, count_parameters, network_input, read_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------- stopping
 
@@ -250,6 +251,64 @@ def make_loaders(cfg: Config, dataset: str, root: str | None, is_wav: bool, rank
     return train, valid
 
 
+# ---------------------------------------------------------------- losses
+
+
+def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor:
+    """Vocals / mixture in linear magnitude, clipped to [0, 1]."""
+    return (vocals_mag / mix_mag.clamp_min(EPS)).clamp(0.0, 1.0)
+
+
+def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str,
+              transform: STFT | None = None, magnitude_weight: float = 0.0) -> torch.Tensor:
+    """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
+    the mixture and the vocals (complex, or magnitudes for "magnitude" and "mask").
+
+    "magnitude": mean L1 between the masked mixture and the vocals (Jansson et al.);
+    "mask": mean L1 between the mask and the oracle mask;
+    "sdr": minus the mean SDR (dB) of the masked mixture, taken back to a waveform with the
+    mixture's phase through `transform`'s inverse STFT, against the vocals' waveform: the
+    quantity BSS Eval scores, phase and overlap-add included; plus `magnitude_weight` times
+    the "magnitude" loss, when it is not 0.
+    """
+    def masked_magnitude_l1() -> torch.Tensor:
+        return (mask * mix.abs() - vocals.abs()).abs().mean()
+
+    if kind == "sdr":
+        if transform is None:
+            raise ValueError('the "sdr" loss needs the STFT to invert')
+        loss = -waveform_sdr(transform, mask * mix, vocals, mix).mean()
+        return loss + magnitude_weight * masked_magnitude_l1() if magnitude_weight else loss
+    if kind == "mask":
+        return (mask - oracle_mask(mix.abs(), vocals.abs())).abs().mean()
+    return masked_magnitude_l1()
+
+
+def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
+                 mixture: torch.Tensor) -> torch.Tensor:
+    """SDR (dB) per patch of complex spectra (B, 1, bins, T) taken back to waveforms.
+
+    Bins above the given ones (a model that sees only the lowest `model_bins`) are zero in
+    all three. Both energies get a floor of 1e-4 of the mixture's energy (-40 dB), so that a
+    patch without vocals asks for a quiet estimate instead of an infinite SDR. The inverse
+    STFT is linear, so the error's waveform is the inverse of the spectra's difference: only
+    that one is differentiated.
+    """
+    frames = estimate.shape[-1]
+    missing = transform.n_fft // 2 + 1 - estimate.shape[-2]
+
+    def waveform(spec: torch.Tensor) -> torch.Tensor:  # (N, 1, bins, T) -> (N, samples)
+        spec = torch.nn.functional.pad(spec.squeeze(1), (0, 0, 0, missing))  # (N, n_fft // 2 + 1, T)
+        return transform.inverse(spec, (frames - 1) * transform.hop)
+
+    with torch.no_grad():
+        energies = waveform(torch.cat([target, mixture])).square().sum(-1)  # (2B,)
+    reference, mixed = energies.chunk(2)  # (B,) each
+    floor = 1e-4 * mixed
+    error = waveform(target - estimate).square().sum(-1)  # (B,)
+    return 10 * torch.log10((reference + floor) / (error + floor))
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -407,6 +466,7 @@ class Trainer:
             print(f"stopped at the {self.budget / 60:g}-minute budget")
 
     def train_epochs(self, train: DataLoader, valid: DataLoader) -> None:
+        """Epoch after epoch: train, validate, record and keep the checkpoints, until the stop decision."""
         started = time.time()
         stop = self.should_stop(started)
         while self.epochs_left() and not stop:
@@ -414,18 +474,22 @@ class Trainer:
             train_loss, wait_share, stop = self.train_epoch(train, started)
             valid_loss = self.validate(valid)
             seconds = time.time() - epoch_start
-            self.epoch += 1
-            self.history.append({"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-                                 "seconds": round(seconds, 2), "data_wait": round(wait_share, 4),
-                                 "lr": self.optimizer.param_groups[0]["lr"]})
-            self.elapsed += time.time() - started
+            self.elapsed += time.time() - started  # before saving: the checkpoint's elapsed counts this epoch
             started = time.time()
-            improved = valid_loss < self.best
-            self.best = min(self.best, valid_loss)
-            if self.rank == 0:
-                self.save(improved)
-                tqdm.write(f"epoch {self.epoch}: train {train_loss:.4f}  valid {valid_loss:.4f}"
-                           f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
+            self.end_epoch(train_loss, valid_loss, seconds, wait_share)
+
+    def end_epoch(self, train_loss: float, valid_loss: float, seconds: float, wait_share: float) -> None:
+        """Record the epoch in the history; rank 0 saves the checkpoints and prints a line."""
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                             "seconds": round(seconds, 2), "data_wait": round(wait_share, 4),
+                             "lr": self.optimizer.param_groups[0]["lr"]})
+        improved = valid_loss < self.best
+        self.best = min(self.best, valid_loss)
+        if self.rank == 0:
+            self.save(improved)
+            tqdm.write(f"epoch {self.epoch}: train {train_loss:.4f}  valid {valid_loss:.4f}"
+                       f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
 
     def save(self, improved: bool) -> None:
         state = self.state()

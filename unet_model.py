@@ -1,7 +1,7 @@
 """The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net
 Convolutional Networks" (ISMIR 2017), and its checkpoints.
 
-Input: mixture patches as `data_generator.network_input` gives them, (batch, 1, 513, 128)
+Input: mixture patches as `network_input` gives them, (batch, 1, 513, 128)
 magnitudes (with `model.inst_frequency`, a second channel: each bin's instantaneous
 frequency); output: a vocal mask (batch, 1, 513, 128) in [0, 1]. Six encoder layers
 (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU 0.2) halve both axes down to 8 x 2; six decoder
@@ -20,6 +20,7 @@ network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,36 @@ from typing import Any
 import torch
 from torch import nn
 
+from audio import STFT, magnitude
 from config import Config, InputError, ModelConfig, apply_overrides, run_script
 from outputs import atomic_path
 
 CHECKPOINT_FORMAT = 1
+
+
+def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> torch.Tensor:
+    """What the network sees of (normalized) spectra (N, 1, bins, T), complex (magnitudes do
+    where the phase is not read): (N, 1 or 2, bins, T).
+
+    Channel 0 is the magnitude. With `model.inst_frequency`, channel 1 is where each bin's
+    frequency lies against the bin's centre: the phase advance from the frame before, less
+    the advance of a tone at the centre (2 pi k hop / n_fft), wrapped to (-pi, pi] and divided
+    by pi, times the smaller magnitude of the two frames (0 in a patch's first frame). A
+    steady partial reads the same in every frame, a voice's vibrato and glides move, and bins
+    with nothing in them read about 0 instead of noise; magnitudes alone cannot say where
+    within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
+    using phase features", 2018).
+    """
+    mag = magnitude(spec)
+    if not model.inst_frequency:
+        return mag
+    advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames
+    bins = torch.arange(spec.shape[-2], device=spec.device)
+    centre = torch.polar(torch.ones(spec.shape[-2], device=spec.device),  # (bins, 1): one step of each centre
+                         -2 * math.pi * transform.hop / transform.n_fft * bins).unsqueeze(-1)
+    deviation = (advance * centre).angle() / math.pi  # (N, 1, bins, T - 1) in (-1, 1]
+    weighted = deviation * torch.minimum(mag[..., 1:], mag[..., :-1])  # quiet bins: about 0
+    return torch.cat([mag, torch.nn.functional.pad(weighted, (1, 0))], dim=1)  # (N, 2, bins, T)
 
 
 class UNet(nn.Module):

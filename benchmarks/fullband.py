@@ -28,8 +28,9 @@ import torch
 from common import SAMPLE
 
 import separation
+from audio import STFT, read_audio
 from config import HIGH_BAND_RULES, Config, apply_overrides
-from data_generator import STFT, load_tracks, read_audio
+from data_generator import load_tracks
 from unet_model import UNet, load_model
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from common import mir1k_figures  # also puts the project's folder on sys.path
 
+from audio import STFT
 from config import AudioConfig, Config, apply_overrides, run_script
-from data_generator import EPS, STFT, Track, load_tracks
+from data_generator import EPS, Track, load_tracks
 from evaluate import mir1k_tables, score_mir1k
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         scores = dict(zip([t.name for t in tracks], pool.map(partial(ideal_ratio_mask_scores, audio), tracks)))
     _, summary = mir1k_tables(scores)
-    figures = {name: round(value, 2) for name, value in mir1k_figures(summary).items()}
+    figures = {name: round(value, 2) for name, value in mir1k_figures(summary.to_dict("records")).items()}
     print(json.dumps({"n_fft": audio.n_fft, "hop_length": audio.hop_length, "clips": len(tracks), **figures}))
 
 

@@ -42,8 +42,8 @@ import soundfile as sf
 import torch
 from common import SAMPLE, cpu_name, mir1k_figures
 
+from audio import read_audio, resample
 from config import Config, apply_overrides
-from data_generator import read_audio, resample
 from demo_data import synthesize_song
 from unet_model import UNet, load_model, prepare_for_inference
 

@@ -161,7 +161,7 @@ def test_summary_equals_museval_aggregation_on_stored_scores():
 
     scores = {p.stem: p.read_text() for p in sorted(DATA.glob("made-up track *.json"))}
     assert len(scores) == 3
-    rows, summary = evaluate.museval_tables(scores)
+    rows, summary = (table.to_dict("records") for table in evaluate.museval_tables(scores))
     store = museval.EvalStore()
     for name, text in scores.items():
         store.add_track(json2df(json.loads(text), name))

@@ -7,24 +7,22 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio import STFT, resample
+from augment import AlteredVocals, Equalizer, Item, RandomGains, RemixSources, augmentations, time_stretch
 from config import Config, InputError, apply_overrides
 from data_generator import (
-    STFT,
     PatchDataset,
     Track,
-    from_patches,
     load_tracks,
-    mask_loss,
-    network_input,
     normalize_patches,
-    oracle_mask,
     patch_padding,
-    resample,
     spectra_key,
     split_validation,
-    time_stretch,
     to_patches,
 )
+from separation import from_patches
+from train import mask_loss, oracle_mask
+from unet_model import network_input
 
 PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
 
@@ -163,9 +161,10 @@ def made_tracks(count, seconds=3.0, rate=16000):
 def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mixture():
     cfg = Config()
     data = PatchDataset(made_tracks(2), cfg)
-    vocals, accompaniment, _ = data[0]
-    gains = torch.tensor([[2.0], [0.5]])  # (sources, 1): one gain per source
-    mix, voc = data.collate([(vocals, accompaniment, gains)])
+    item = data[0]
+    vocals, accompaniment = item.sources
+    item.gains = torch.tensor([[2.0], [0.5]])  # (sources, 1): one gain per source
+    mix, voc = data.collate([item])
     assert mix.shape == voc.shape == (1, 1, 513, 128) and mix.is_complex()
     assert mix.abs().max().item() == pytest.approx(1.0)  # normalized by the mixture's peak magnitude
     v = torch.complex(vocals[0].float(), vocals[1].float()) * 2.0
@@ -218,17 +217,17 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     cfg = apply_overrides(Config(), ["train.pitch_shifts=-12,7", "train.pitch_prob=0.5", "train.remix_prob=0"])
     data = PatchDataset(tracks, cfg, remix=True)
     bin_hz = rate / cfg.audio.n_fft
-    for copy, shift in zip(data.shifted[0], (-12, 7)):
+    for copy, shift in zip(data.altered[0], (-12, 7)):
         assert copy.shape[:2] == (1, 2)  # vocals only
         assert copy.shape[-1] == pytest.approx(data.specs[0].shape[-1] / 2 ** (shift / 12), rel=0.05)
         power = (copy[0].astype(np.float32) ** 2).sum(0).sum(-1)  # (bins,)
         assert float(np.argmax(power) * bin_hz) == pytest.approx(440 * 2 ** (shift / 12), abs=bin_hz)
     original = (data.specs[0][0].astype(np.float32) ** 2).sum(0).sum(-1)
-    peaks = [int(v.float().square().sum((0, 2)).argmax()) for v, _, _ in (data[i % len(data)] for i in range(200))]
+    peaks = [int(data[i % len(data)].sources[0].float().square().sum((0, 2)).argmax()) for i in range(200)]
     share = np.mean([p != np.argmax(original) for p in peaks])
     assert 0.35 < share < 0.65
-    assert PatchDataset(tracks, cfg).shifted == [[], []]  # no copies without remixing (validation)
-    assert PatchDataset(tracks, apply_overrides(cfg, ["train.pitch_shifts="]), remix=True).shifted == [[], []]
+    assert PatchDataset(tracks, cfg).altered == [[], []]  # no copies without remixing (validation)
+    assert PatchDataset(tracks, apply_overrides(cfg, ["train.pitch_shifts="]), remix=True).altered == [[], []]
 
 
 @pytest.mark.parametrize("factor", [0.8, 1.25])
@@ -254,7 +253,7 @@ def test_time_stretched_copies_join_the_pitch_shifted_ones():
     tracks = [Track(f"t{i}", lambda: (vocals, vocals, rate), lambda: seconds) for i in range(2)]
     cfg = apply_overrides(Config(), ["train.pitch_shifts=7", "train.time_stretches=0.8"])
     data = PatchDataset(tracks, cfg, remix=True)
-    shifted, stretched = data.shifted[0]
+    shifted, stretched = data.altered[0]
     frames = data.specs[0].shape[-1]
     assert shifted.shape[-1] == pytest.approx(frames / 2 ** (7 / 12), rel=0.05)
     assert stretched.shape[-1] == pytest.approx(frames / 0.8, rel=0.05)
@@ -267,31 +266,34 @@ def test_time_stretched_copies_join_the_pitch_shifted_ones():
 def test_equalizer_gains_are_smooth_bounded_per_source_and_applied_per_bin():
     cfg = apply_overrides(Config(), ["train.eq_db=6", "train.gain_range=1,1"])
     data = PatchDataset(made_tracks(2), cfg, remix=True)
-    curves = torch.stack([data.equalizer_gains(513) for _ in range(50)])  # (50, 2 sources, 513)
+    rng = np.random.default_rng(0)
+    curves = torch.stack([Equalizer(6)(Item(data[0].sources, torch.ones(2, 1), 0), data, rng).gains
+                          for _ in range(50)])  # (50, 2 sources, 513)
     db = 20 * curves.log10()
     assert db.abs().max() <= 6 + 1e-4 and db.abs().max() > 4  # within +-6 dB, and using the range
     assert (db[:, 0] - db[:, 1]).abs().mean() > 1  # the sources get their own curves
     assert (db[..., 17:] - db[..., 16:-1]).abs().max() < 1.5  # smooth in octaves: from bin 16 (250 Hz)
     # up, under 1.5 dB from bin to bin
-    vocals, accompaniment, gains = data[0]
+    item = data[0]
+    (vocals, accompaniment), gains = item.sources, item.gains
     assert gains.shape == (2, 513)
-    mix, voc = data.collate([(vocals, accompaniment, gains)])
+    mix, voc = data.collate([item])
     v = torch.complex(vocals[0].float(), vocals[1].float()) * gains[0, :, None]  # (bins, frames)
     m = v + torch.complex(accompaniment[0].float(), accompaniment[1].float()) * gains[1, :, None]
     assert torch.allclose(voc[0, 0], v / m.abs().max(), atol=1e-5)
     assert torch.allclose(mix[0, 0], m / m.abs().max(), atol=1e-5)
-    assert PatchDataset(made_tracks(2), cfg)[0][2].shape == (2, 1)  # validation items: no equalizer
+    assert PatchDataset(made_tracks(2), cfg)[0].gains.shape == (2, 1)  # validation items: no equalizer
 
 
 def test_remixing_puts_vocals_over_another_tracks_accompaniment():
     cfg = apply_overrides(Config(), ["train.remix_prob=1", "train.gain_range=1,1"])
     data = PatchDataset(made_tracks(3), cfg, remix=True)
-    own = {data.patch(t, s)[1].float().sum().item() for t, s in data.index}
+    own = {data.patch(data.specs[t], s)[1].float().sum().item() for t, s in data.index}
     seen = set()
     for i in range(len(data)):
-        _, accompaniment, gains = data[i]
-        assert torch.equal(gains, torch.ones(2, 1))
-        seen.add(accompaniment.float().sum().item())
+        item = data[i]
+        assert torch.equal(item.gains, torch.ones(2, 1))
+        seen.add(item.sources[1].float().sum().item())
     assert seen <= own and len(seen) > 1
 
 
@@ -300,14 +302,22 @@ def test_random_offsets_start_training_patches_anywhere_within_their_hop():
     jittered = apply_overrides(cfg, ["train.random_offsets=true"])
 
     def offsets(data):  # where item 0 (grid start 0 of track 0) starts, over 100 draws
-        windows = [data.patch(0, j)[0] for j in range(2 * data.hop)]
-        items = [data[0][0] for _ in range(100)]
+        windows = [data.patch(data.specs[0], j)[0] for j in range(2 * data.hop)]
+        items = [data[0].sources[0] for _ in range(100)]
         return {next(j for j, w in enumerate(windows) if torch.equal(w, item)) for item in items}
 
     assert offsets(PatchDataset(made_tracks(2), cfg, remix=True)) == {0}
     drawn = offsets(PatchDataset(made_tracks(2), jittered, remix=True))
     assert max(drawn) < 32 and len(drawn) > 20  # 75 % overlap: a hop of 32 frames
     assert offsets(PatchDataset(made_tracks(2), jittered)) == {0}  # validation items stay on the grid
+
+
+def test_augmentations_are_the_configured_steps_in_their_stated_order():
+    train = apply_overrides(Config(), ["train.eq_db=3"]).train
+    assert [type(step) for step in augmentations(train)] == [AlteredVocals, RemixSources, RandomGains, Equalizer]
+    assert [type(step) for step in augmentations(apply_overrides(Config(), ["train.pitch_shifts="]).train)] == \
+        [RemixSources, RandomGains]  # no altered copies, no equalizer: those steps are left out
+    assert augmentations(apply_overrides(Config(), ["train.remix=false"]).train) == []
 
 
 def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
@@ -350,7 +360,7 @@ def test_spectra_cache_is_memory_mapped_equal_and_reused_until_a_file_or_setting
     assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob(".*"))  # no temporary file left
     assert cached.index == in_memory.index
     for i in (0, len(cached) - 1):
-        assert all(torch.equal(a, b) for a, b in zip(cached[i][:2], in_memory[i][:2]))
+        assert torch.equal(cached[i].sources, in_memory[i].sources)
     files = sorted(cache.iterdir())
     stamps = [f.stat().st_mtime_ns for f in files]
     reread = [Track(t.name, lambda: pytest.fail("a cached track was decoded again"), t.seconds, t.files)
