@@ -1,0 +1,109 @@
+"""MUSDB18: train the default recipe, then score it on the test set beside the shipped MIR-1K
+model, the ideal ratio mask and the mixture itself.
+
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --minutes 60
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --skip-training   # the others only
+    python benchmarks/musdb.py --root ~/musdb18 --checkpoint checkpoints/musdb/best.pt
+
+Training: `train.py --dataset musdb` on musdb's training split with a wall-clock budget; the
+checkpoint kept is the one with the best loss on musdb's validation split. Scores: BSS Eval v4
+(museval's numbers, bsseval.py), per target SDR / SIR / ISR / SAR, median over 1-s frames,
+then median over songs (museval's EvalStore); and the vocals' SDR above 8 kHz (the band of
+the whole song above 8 kHz, 0 dB = nothing recovered), median over songs. The ideal ratio mask
+|V| / (|V| + |A|) per channel at n_fft 4096 / hop 1024 knows the true sources: no masking
+separator gets above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import cpu_name  # also puts the project's folder on sys.path
+from fullband import band_sdr
+
+from audio import STFT
+from config import AudioConfig, run_script
+from data_generator import EPS, load_tracks
+from evaluate import TARGETS, museval_tables, score_musdb
+from separation import SHIPPED, separate_array
+from train import parse_args as train_args
+from train import train
+from unet_model import load_model
+
+# (mixture, true vocals, rate) -> the estimates of the vocals and of the accompaniment, (channels, samples) each
+Separator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def model_separator(checkpoint: str | Path) -> Separator:
+    model, cfg = load_model(checkpoint)
+
+    def separate(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        estimate = separate_array(model, cfg, mixture, rate)
+        return estimate, mixture - estimate
+
+    return separate
+
+
+def ideal_ratio_mask(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle: each channel's mixture masked by |V| / (|V| + |A|) at n_fft 4096, hop 1024."""
+    transform = STFT(AudioConfig(sample_rate=rate, n_fft=4096, hop_length=1024), rate)
+    mix, voc, acc = transform(torch.from_numpy(np.stack([mixture, vocals, mixture - vocals])))  # (C, bins, T) each
+    mask = voc.abs() / (voc.abs() + acc.abs()).clamp_min(EPS)
+    estimate = transform.inverse(mask * mix, mixture.shape[-1]).numpy()
+    return estimate, mixture - estimate
+
+
+def scores(separator: Separator, root: str) -> dict[str, float]:
+    """Median over songs of each target's metrics (medians over frames) and of the vocals' SDR above 8 kHz."""
+    jsons, high = {}, []
+    for track in load_tracks("musdb", root, "test"):
+        mixture, vocals, rate = track.load()
+        estimates = dict(zip(TARGETS, separator(mixture, vocals, rate)))
+        references = {"vocals": vocals, "accompaniment": mixture - vocals}
+        jsons[track.name] = score_musdb(track.name, rate, references, estimates)
+        high.append(band_sdr(vocals, estimates["vocals"], rate, 8000, rate / 2 + 1))
+    _, summary = museval_tables(jsons)
+    figures = {f"{r['target']} {r['metric']}": r["median"] for r in summary.to_dict("records")}
+    return {**figures, "vocals SDR > 8 kHz": float(np.median(high)), "songs": len(jsons)}
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    columns = [f"{t} {m}" for t in TARGETS for m in ("SDR", "SIR", "ISR", "SAR")]
+    columns.insert(4, "vocals SDR > 8 kHz")
+    lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |" for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="a MUSDB18 folder (train/ and test/), e.g. the 7-second preview")
+    p.add_argument("--minutes", type=float, default=60.0, help="training budget")
+    p.add_argument("--checkpoint", help="score this model instead of training one")
+    p.add_argument("--skip-training", action="store_true", help="score the shipped model and the oracles only")
+    p.add_argument("--out", default="checkpoints/musdb", help="where the trained checkpoints go")
+    p.add_argument("--set", action="append", default=[], help="training override, e.g. train.loss=magnitude")
+    args = p.parse_args()
+    checkpoint = args.checkpoint
+    if checkpoint is None and not args.skip_training:
+        flags = ["--dataset", "musdb", "--root", args.root, "--max-minutes", str(args.minutes),
+                 "--checkpoint-dir", args.out]
+        train(train_args(flags + [f for s in args.set for f in ("--set", s)]))
+        checkpoint = str(Path(args.out) / "best.pt")
+    systems: dict[str, Separator] = {}
+    if checkpoint:
+        systems[f"this recipe ({checkpoint})"] = model_separator(checkpoint)
+    systems["the shipped MIR-1K model"] = model_separator(SHIPPED)
+    systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = ideal_ratio_mask
+    systems["the mixture as the estimate of each target"] = lambda mixture, vocals, rate: (mixture, mixture)
+    rows = {name: scores(separator, args.root) for name, separator in systems.items()}
+    print(f"machine: {cpu_name()}; {next(iter(rows.values()))['songs']} test songs under {args.root}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    run_script(main)
