@@ -153,6 +153,8 @@ class TrainConfig:
     magnitude_weight: float = 0.0  # with loss "sdr": plus this weight times the "magnitude" L1 (0: off)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
+    remix_stems: bool = False  # with remix, the stems a dataset keeps apart (MUSDB18: drums, bass, other) are
+    # sources of their own, each remixed from its own track and place with its own gain (source augmentation)
     random_offsets: bool = False  # with remix, training patches start anywhere within their hop, not on a grid
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
     eq_db: float = 0.0  # when remixing, a random equalizer per source: smooth gains within +-eq_db dB (0: off)

@@ -4,12 +4,10 @@ Datasets (all behind `load_tracks`):
     musdb  MUSDB18 (.stem.mp4, needs ffmpeg) or MUSDB18-HQ (--is-wav) through `musdb`
     mir1k  a MIR-1K folder (Wavfile/*.wav: left = accompaniment, right = vocals)
     stems  your own songs: ROOT/{train,test}/<song>/{mixture,vocals}.wav
-    demo   a small synthetic set (NOT real music, see demo_data.py) in the MUSDB18-HQ
-           layout, so that the project runs and tests offline
+    demo   a small SYNTHETIC set (not music; demo_data.py), so that the project runs offline
 
-`PatchDataset` keeps each training track's spectra (the model's STFT, audio.py) and serves
-patches, augmented by the steps of augment.py; `to_patches` and `normalize_patches` cut and
-scale the same patches for separation.
+`PatchDataset` keeps each training track's spectra and serves patches, augmented by the steps
+of augment.py; `to_patches` and `normalize_patches` cut and scale patches for separation too.
 
     python data_generator.py --dataset demo   # builds data/demo and prints patch counts
 """
@@ -45,21 +43,20 @@ EPS = 1e-8
 
 @dataclass
 class Track:
-    """One song, read on demand: `load()` returns (mixture, vocals, rate), float32 (channels, samples);
-    `seconds()` its length, from the file header; `files` the files (or folders) it is read
-    from, which name its cached spectra (none: not cached).
-
-    Nothing is held in memory between loads, so a dataset of hours of audio costs nothing
-    until it is used; a Track pickles small (paths only), so worker processes can load it.
-    """
+    """One song, read on demand (a dataset of hours costs nothing until used; it pickles small, paths
+    only): `load()` gives (mixture, vocals, rate), float32 (channels, samples); `seconds()` its
+    length from the file header; `files` name its cached spectra (none: not cached); `stems()`,
+    where the dataset keeps the accompaniment's parts apart (MUSDB18), (sources, channels,
+    samples) with the vocals first, and the rate."""
 
     name: str
     load: Callable[[], tuple[np.ndarray, np.ndarray, int]]
     seconds: Callable[[], float]
     files: tuple[Path, ...] = ()
+    stems: Callable[[], tuple[np.ndarray, int]] | None = None
 
 
-def spectra_key(track: Track, audio: AudioConfig) -> str | None:
+def spectra_key(track: Track, audio: AudioConfig, stems: bool = False) -> str | None:
     """The cache name of a track's training spectra: a hash of its files (path, size, modification
     time) and of the settings that shape the spectra; None when the track names no files."""
     if not track.files:
@@ -69,7 +66,7 @@ def spectra_key(track: Track, audio: AudioConfig) -> str | None:
         for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             info = file.stat()
             stats.append((str(file.resolve()), info.st_size, info.st_mtime_ns))
-    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames)
+    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames, *["stems"] * stems)
     return hashlib.sha1(repr((stats, shape)).encode()).hexdigest()[:24]
 
 
@@ -125,14 +122,20 @@ def load_musdb(root: Path, subset: str, is_wav: bool, split: str | None) -> list
         kind = "MUSDB18-HQ wav" if is_wav else "MUSDB18 .stem.mp4"
         raise InputError(f"{root}: no {kind} tracks in '{subset}'" + ("" if is_wav else
                          " (use --is-wav for MUSDB18-HQ folders)"))
-    return [Track(t.name, partial(read_musdb_track, t), partial(getattr, t, "duration"), (Path(t.path),))
-            for t in db.tracks]
+    return [Track(t.name, partial(read_musdb_track, t), partial(getattr, t, "duration"), (Path(t.path),),
+                  partial(read_musdb_stems, t)) for t in db.tracks]
 
 
 def read_musdb_track(track: Any) -> tuple[np.ndarray, np.ndarray, int]:
     mixture = track.audio.T.astype(np.float32)
     vocals = track.targets["vocals"].audio.T.astype(np.float32)
     return mixture, vocals, int(track.rate)
+
+
+def read_musdb_stems(track: Any) -> tuple[np.ndarray, int]:
+    """(4 sources, channels, samples) float32: vocals, drums, bass, other; and the rate."""
+    stems = np.stack([track.sources[name].audio.T for name in ("vocals", "drums", "bass", "other")])
+    return stems.astype(np.float32), int(track.rate)
 
 
 def mir1k_clips(root: Path, subset: str) -> list[Path]:
@@ -214,22 +217,18 @@ def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch
 
 
 class PatchDataset(Dataset):
-    """Training patches: batches (through `collate`) of normalized (mixture, vocals) complex
-    spectra, each (batch, 1, bins, patch_frames).
-
-    Each track's sources (vocals, accompaniment; mono) are transformed once, at the track's own
-    rate (`STFT`, the model's band only), and kept as float16 complex spectra: 8 bytes per bin,
-    frame and source; in memory, or with `cache` written once to that folder and memory-mapped
-    (a set larger than memory costs page cache; later runs skip decoding). With `remix`, items
-    are augmented by the steps of `augment.augmentations`, and each track's vocals are also kept
-    altered as `train.pitch_shifts` and `train.time_stretches` say (4 bytes per bin and frame
-    each: the default four pitch shifts triple the memory).
-    """
+    """Training patches: batches (`collate`) of normalized (mixture, vocals) complex spectra, each
+    (batch, 1, bins, patch_frames). Each track's mono sources are transformed once at its own rate
+    (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin, frame and
+    source: in memory, or written once to `cache` and memory-mapped. With `remix`, items pass
+    the steps of `augment.augmentations`, and the vocals are also kept altered (pitch shifts,
+    time stretches: the default four shifts triple the memory)."""
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:
         self.audio = cfg.audio
         self.random_offsets = remix and cfg.train.random_offsets
         self.steps = augmentations(cfg.train) if remix else []
+        self.stems = remix and cfg.train.remix_stems
         copies = vocal_copies(cfg.train) if remix else ()
         self.specs: list[np.ndarray] = []  # per track: (sources, 2 re/im, bins, frames) float16, maybe memory-mapped
         self.altered: list[list[np.ndarray]] = []  # per track: (1, 2 re/im, bins, frames) per copy of its vocals
@@ -245,18 +244,22 @@ class PatchDataset(Dataset):
         self.rng = np.random.default_rng(cfg.train.seed)
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
-        """The track's spectra from one load: its sources (2, 2 re/im, bins, frames) float16, the
-        model's band of the mono STFTs of vocals and accompaniment; then (1, 2, bins, frames) per
-        altered copy of the vocals (`augment.vocal_copies`)."""
-        mixture, vocals, rate = track.load()
-        sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
+        """The track's spectra from one load: its sources (sources, 2 re/im, bins, frames) float16,
+        the model's band of the mono STFTs of vocals and accompaniment (or, with `train.remix_stems`,
+        of each of the track's stems); then (1, 2, bins, frames) per altered copy of the vocals
+        (`augment.vocal_copies`)."""
+        if self.stems and track.stems is not None:
+            stems, rate = track.stems()
+            sources = stems.mean(1)  # (sources, samples), vocals first
+        else:
+            mixture, vocals, rate = track.load()
+            sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
         return [self.spectrogram(sources, rate)] + [
             self.spectrogram(altered_vocals(sources[:1], rate, kind, amount, self.audio), rate)
             for kind, amount in copies]
 
     def spectrogram(self, sources: np.ndarray, rate: int) -> np.ndarray:
-        """(sources, samples) at `rate` -> (sources, 2 re/im, bins, frames) float16, the model's band,
-        padded to at least one patch."""
+        """(sources, samples) -> (sources, 2 re/im, bins, frames) float16: the model's band, >= one patch."""
         transform = STFT(self.audio, rate)
         spec = transform.model_band(transform(torch.from_numpy(sources)))  # (sources, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
@@ -264,9 +267,8 @@ class PatchDataset(Dataset):
         return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
 
     def cached_spectra(self, track: Track, copies: tuple[tuple[str, float], ...], cache: Path) -> list[np.ndarray]:
-        """`track_spectra`, memory-mapped from `cache`; computed (one load) and written there when
-        any is absent (tracks that name no files are kept in memory)."""
-        key = spectra_key(track, self.audio)
+        """`track_spectra`, memory-mapped from `cache`, written there first where absent."""
+        key = spectra_key(track, self.audio, self.stems and track.stems is not None)
         if key is None:
             return self.track_spectra(track, copies)
         paths = [cache / f"{key}.npy"] + [cache / f"{key}-{kind}{amount:+g}.npy" for kind, amount in copies]
@@ -337,12 +339,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="demo", choices=["musdb", "mir1k", "stems", "demo"])
     parser.add_argument("--root", default=None)
     parser.add_argument("--is-wav", action="store_true")
-    args = parser.parse_args()
-    cfg = Config()
-    train, valid = train_valid_tracks(args.dataset, args.root, args.is_wav, cfg.train)
-    for name, tracks in (("train", train), ("valid", valid)):
-        patches = len(PatchDataset(tracks, cfg)) if tracks else 0
-        print(f"{name}: {len(tracks)} tracks, {patches} patches")
+    args, cfg = parser.parse_args(), Config()
+    for name, tracks in zip(("train", "valid"), train_valid_tracks(args.dataset, args.root, args.is_wav, cfg.train)):
+        print(f"{name}: {len(tracks)} tracks, {len(PatchDataset(tracks, cfg)) if tracks else 0} patches")
 
 
 if __name__ == "__main__":

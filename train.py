@@ -58,7 +58,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from audio import STFT
-from config import Config, InputError, apply_overrides, run_script
+from config import AudioConfig, Config, InputError, apply_overrides, run_script
 from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
@@ -528,14 +528,25 @@ def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> 
 
 # Settings a fine-tuned model may change: the rest of `audio` and `model` define what its weights mean.
 FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers"}
+# ... and these too, as long as bins keep their width in Hz and frames their duration: a
+# convolution's weights then mean the same anywhere in the band, however many bins it spans
+# (e.g. a 16 kHz model, n_fft 1024 / hop 256, fine-tuned at 32 kHz, 2048 / 512, up to 16 kHz).
+SAME_GRID_FREE = {"audio.sample_rate", "audio.n_fft", "audio.hop_length", "audio.model_bins"}
+
+
+def same_grid(a: AudioConfig, b: AudioConfig) -> bool:
+    """Whether two STFT settings have bins of the same width and frames of the same duration."""
+    return a.n_fft * b.sample_rate == b.n_fft * a.sample_rate and \
+        a.hop_length * b.sample_rate == b.hop_length * a.sample_rate
 
 
 def check_fine_tune(start: Config, cfg: Config, path: str) -> None:
     """InputError when cfg changes a setting the checkpoint's weights depend on."""
+    free = FINE_TUNE_FREE | (SAME_GRID_FREE if same_grid(start.audio, cfg.audio) else set())
     for section in ("audio", "model"):
         theirs, ours = getattr(start, section).__dict__, getattr(cfg, section).__dict__
         for name, value in ours.items():
-            if value != theirs[name] and f"{section}.{name}" not in FINE_TUNE_FREE:
+            if value != theirs[name] and f"{section}.{name}" not in free:
                 raise InputError(f"--init {path}: {section}.{name}={value} differs from the checkpoint's "
                                  f"{theirs[name]} (its weights were trained with that)")
 

@@ -10,7 +10,9 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+HERE = REPO / "benchmarks"
+# The project's modules first; this folder last, so that musdb.py here never hides the musdb package.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 from data_generator import load_tracks  # noqa: E402
 from demo_data import synthesize_song  # noqa: E402
