@@ -4,6 +4,9 @@ model, the ideal ratio mask and the mixture itself.
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --minutes 60
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --skip-training   # the others only
     python benchmarks/musdb.py --root ~/musdb18 --checkpoint checkpoints/musdb/best.pt
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --minutes 60 --init pretrained/unet-mir1k.pt \
+        --set audio.sample_rate=32000 --set audio.n_fft=2048 --set audio.hop_length=512 --set audio.model_bins=1024 \
+        --set train.remix_stems=true          # the MIR-1K model widened to 16 kHz and fine-tuned on stems
 
 Training: `train.py --dataset musdb` on musdb's training split with a wall-clock budget; the
 checkpoint kept is the one with the best loss on musdb's validation split. Scores: BSS Eval v4
@@ -87,11 +90,13 @@ def main() -> None:
     p.add_argument("--skip-training", action="store_true", help="score the shipped model and the oracles only")
     p.add_argument("--out", default="checkpoints/musdb", help="where the trained checkpoints go")
     p.add_argument("--set", action="append", default=[], help="training override, e.g. train.loss=magnitude")
+    p.add_argument("--init", help="start from this model's weights (train.py --init)")
     args = p.parse_args()
     checkpoint = args.checkpoint
     if checkpoint is None and not args.skip_training:
         flags = ["--dataset", "musdb", "--root", args.root, "--max-minutes", str(args.minutes),
                  "--checkpoint-dir", args.out]
+        flags += ["--init", args.init] if args.init else []
         train(train_args(flags + [f for s in args.set for f in ("--set", s)]))
         checkpoint = str(Path(args.out) / "best.pt")
     systems: dict[str, Separator] = {}

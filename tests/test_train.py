@@ -1,6 +1,7 @@
 """train.py: learning, checkpoints, budgets, crashes and resumes, bad datasets."""
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -9,12 +10,12 @@ import time
 
 import pytest
 import torch
-from helpers import REPO, demo_gain_db, run_main
+from helpers import HALF_WIDTH, REPO, demo_gain_db, run_main, shared_path
 
 import train
-from config import Config, InputError
+from config import Config, InputError, apply_overrides
 from devices import autocast_dtype, native_bfloat16
-from unet_model import UNet, load_model, read_checkpoint
+from unet_model import UNet, load_model, read_checkpoint, save_checkpoint
 
 QUICK = ["--dataset", "demo", "--device", "cpu", "--set", "train.samples_per_epoch=48"]
 
@@ -253,3 +254,51 @@ def test_a_dataset_with_a_file_that_is_not_audio_names_the_file(tmp_path):
                                          "--checkpoint-dir", str(tmp_path / "ck")])
     assert code == 1 and err.count("\n") == 1
     assert "abjones_1_0" in err and ".wav: not a readable audio file" in err
+
+
+def test_fine_tuning_may_widen_the_band_on_the_same_time_frequency_grid(tmp_path):
+    """16 kHz, n_fft 1024 / hop 256 -> 32 kHz, 2048 / 512 keeps 15.6 Hz bins and 16 ms frames, so the
+    weights mean the same up to 16 kHz; a grid of other bins or frames is refused."""
+    start = Config()
+    checkpoint = tmp_path / "start.pt"
+    save_checkpoint(checkpoint, UNet(start.model), start)
+    wider = ["--set", "audio.sample_rate=32000", "--set", "audio.n_fft=2048", "--set", "audio.hop_length=512",
+             "--set", "audio.model_bins=1024"]
+    cfg = train.build_config(train.parse_args(["--init", str(checkpoint), *wider]))
+    assert (cfg.audio.sample_rate, cfg.audio.n_bins, cfg.model) == (32000, 1024, start.model)
+    other = ["--set", "audio.sample_rate=32000"]  # same samples per window: bins twice as wide
+    with pytest.raises(InputError, match=r"audio\.sample_rate=32000 differs"):
+        train.build_config(train.parse_args(["--init", str(checkpoint), *other]))
+
+
+def test_two_preview_songs_train_with_each_stem_remixed_in_seconds(tmp_path):
+    """MUSDB18's stems as sources of their own (train.remix_stems): vocals, drums, bass and other,
+    each from its own track and place with its own gain, at 44.1 kHz over the band up to 16 kHz."""
+    from data_generator import PatchDataset, load_tracks
+
+    preview = shared_path("musdb18-preview", "train")
+    root = tmp_path / "musdb" / "train"
+    root.mkdir(parents=True)
+    for song in sorted(preview.glob("*.stem.mp4"))[:2]:
+        (root / song.name).symlink_to(song)
+    settings = ["audio.sample_rate=44100", "audio.n_fft=2048", "audio.hop_length=512", "audio.model_bins=768",
+                "train.remix_stems=true", "train.remix_prob=1", "train.pitch_shifts="]
+    cfg = apply_overrides(Config(), settings)
+    tracks = load_tracks("musdb", tmp_path / "musdb", "train")
+    data = PatchDataset(tracks, cfg, remix=True)
+    assert [spec.shape[:2] for spec in data.specs] == [(4, 2), (4, 2)]  # vocals, drums, bass, other
+    item = data[0]
+    assert item.sources.shape == (4, 2, 768, 128) and item.gains.shape == (4, 1)
+    mix, vocals = data.collate([item])
+    sources = torch.complex(item.sources[:, 0].float(), item.sources[:, 1].float()) * item.gains[:, :, None]
+    scale = sources.sum(0).abs().max()
+    assert torch.allclose(mix[0, 0], sources.sum(0) / scale, atol=1e-5)  # the mixture: every gained stem
+    assert torch.allclose(vocals[0, 0], sources[0] / scale, atol=1e-5)
+    assert [s.shape[0] for s in PatchDataset(tracks, cfg).specs] == [2, 2]  # validation: vocals, accompaniment
+    started = time.time()
+    code, _, err = run_main(train.main, ["--dataset", "musdb", "--root", str(tmp_path / "musdb"), "--epochs", "1",
+                                         "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck"), *HALF_WIDTH,
+                                         *[f for s in settings for f in ("--set", s)]])
+    assert code == 0, err
+    assert time.time() - started < 60
+    assert math.isfinite(float(history(tmp_path / "ck")[0]["valid_loss"]))
