@@ -258,6 +258,74 @@ def row(name: str, result: dict, seconds: float, extra: str = "") -> str:
             f"{result['peak_rss_mb']:.0f} | {extra} |")
 
 
+def print_quality(checkpoint: str | None, mir1k: str | None) -> None:
+    if not checkpoint:
+        raise SystemExit("--only quality needs --checkpoint")
+    print("\n| lever | MIR-1K vocals GNSDR |" * bool(mir1k) + " museval vocals SDR, test excerpt | "
+          "train excerpt |\n|---|---|---|" + "---|" * bool(mir1k))
+    for name, overrides in LEVERS:
+        print(f"| {name} | {quality(checkpoint, overrides, mir1k)} |", flush=True)
+
+
+def time_ours(song: Path, minutes: float, checkpoint: str | None, tmp: Path) -> dict:
+    """Each separation lever on the song, the floor without the network, the whole process; the default's result."""
+    seconds, ckpt = minutes * 60, [checkpoint] if checkpoint else []
+    print(f"\n{minutes:g}-minute stereo 44.1 kHz song\n\n| separator | separation s | real time | "
+          "peak RSS MB | notes |\n|---|---|---|---|---|")
+    ours = None
+    for name, overrides in LEVERS:
+        result = run_child("ours", str(song), json.dumps(overrides), *ckpt)
+        ours = ours or result
+        print(row(f"this U-Net, {name}", result, seconds), flush=True)
+    if not checkpoint:
+        from unet_model import save_checkpoint
+
+        checkpoint = str(tmp / "random.pt")
+        save_checkpoint(checkpoint, UNet(Config().model), Config())
+    floor = run_child("floor", str(song), "[]", *ckpt)
+    print(row("everything but the network (a constant mask in its place)", floor, seconds), flush=True)
+    process = whole_process(song, checkpoint)
+    print(f"\nwhole process, `python inference.py song.wav` (default): {process:.2f} s, "
+          f"{seconds / process:.0f}x real time")
+    startup = startup_seconds()
+    print(f"interpreter start and imports (`python -c 'import inference'`): {startup:.2f} s; with them, "
+          f"everything but the network takes {startup + floor['seconds']:.2f} s, "
+          f"{seconds / (startup + floor['seconds']):.0f}x real time at most")
+    return ours
+
+
+def time_peers(song: Path, minutes: float, ours: dict | None) -> None:
+    def versus(result: dict) -> str:
+        return f"{result['seconds'] / ours['seconds']:.1f}x the time of ours" if ours and "seconds" in result else ""
+
+    for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
+                                 (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),
+                                 (1, 4, "Open-Unmix umxhq 4 targets, niter=1")):
+        umx = run_child("umx", str(song), str(niter), str(targets))
+        print(row(name, umx, minutes * 60, versus(umx)), flush=True)
+    demucs = run_child("demucs", str(song))
+    print(row("Demucs v4 (HTDemucs default shape, 4 sources)", demucs, minutes * 60, versus(demucs)), flush=True)
+
+
+def time_long_songs(long_minutes: list[float], checkpoint: str | None, tmp: Path) -> None:
+    for minutes in long_minutes:
+        long_song = make_song(tmp / "long.wav", minutes)
+        result = run_child("ours", str(long_song), "[]", *([checkpoint] if checkpoint else []))
+        print(row(f"this U-Net, default, {minutes:g}-minute song", result, minutes * 60), flush=True)
+        long_song.unlink()
+
+
+def time_training() -> None:
+    print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | network | DataLoader workers | "
+          "patches/s | data wait | first 3 steps s |\n|---|---|---|---|---|---|")
+    for precision, workers, compiled in (("auto", 0, 0), ("auto", 1, 0), ("float32", 0, 0), ("auto", 0, 1)):
+        r = run_child("train", "40", str(workers), precision, str(compiled))
+        shown = f"default ({r['precision']})" if precision == "auto" else "float32 (--precision float32)"
+        print(f"| {shown} | {'torch.compile' if compiled else 'eager'} | "
+              f"{workers} | {r['patches_per_second']:.1f} | {r['data_wait']:.1%} | {r['warm_up_s']:.1f} |",
+              flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=3.0)
@@ -275,63 +343,16 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     if "quality" in only:
-        if not args.checkpoint:
-            raise SystemExit("--only quality needs --checkpoint")
-        print("\n| lever | MIR-1K vocals GNSDR |" * bool(args.mir1k) + " museval vocals SDR, test excerpt | "
-              "train excerpt |\n|---|---|---|" + "---|" * bool(args.mir1k))
-        for name, overrides in LEVERS:
-            print(f"| {name} | {quality(args.checkpoint, overrides, args.mir1k)} |", flush=True)
+        print_quality(args.checkpoint, args.mir1k)
     song = make_song(tmp / "song.wav", args.minutes)
-    seconds = args.minutes * 60
-    ckpt = [args.checkpoint] if args.checkpoint else []
-    ours = None
-    if "ours" in only:
-        print(f"\n{args.minutes:g}-minute stereo 44.1 kHz song\n\n| separator | separation s | real time | "
-              "peak RSS MB | notes |\n|---|---|---|---|---|")
-        for name, overrides in LEVERS:
-            result = run_child("ours", str(song), json.dumps(overrides), *ckpt)
-            ours = ours or result
-            print(row(f"this U-Net, {name}", result, seconds), flush=True)
-        checkpoint = args.checkpoint or str(tmp / "random.pt")
-        if not args.checkpoint:
-            from unet_model import save_checkpoint
-
-            save_checkpoint(checkpoint, UNet(Config().model), Config())
-        floor = run_child("floor", str(song), "[]", *ckpt)
-        print(row("everything but the network (a constant mask in its place)", floor, seconds), flush=True)
-        process = whole_process(song, checkpoint)
-        print(f"\nwhole process, `python inference.py song.wav` (default): {process:.2f} s, "
-              f"{seconds / process:.0f}x real time")
-        startup = startup_seconds()
-        print(f"interpreter start and imports (`python -c 'import inference'`): {startup:.2f} s; with them, "
-              f"everything but the network takes {startup + floor['seconds']:.2f} s, "
-              f"{seconds / (startup + floor['seconds']):.0f}x real time at most")
+    ours = time_ours(song, args.minutes, args.checkpoint, tmp) if "ours" in only else None
     if "peers" in only:
-        for niter, targets, name in ((1, 1, "Open-Unmix umxhq vocals+residual, niter=1"),
-                                     (0, 1, "Open-Unmix umxhq vocals+residual, niter=0"),
-                                     (1, 4, "Open-Unmix umxhq 4 targets, niter=1")):
-            umx = run_child("umx", str(song), str(niter), str(targets))
-            ratio = f"{umx['seconds'] / ours['seconds']:.1f}x the time of ours" if ours and "seconds" in umx else ""
-            print(row(name, umx, seconds, ratio), flush=True)
-        demucs = run_child("demucs", str(song))
-        ratio = f"{demucs['seconds'] / ours['seconds']:.1f}x the time of ours" if ours and "seconds" in demucs else ""
-        print(row("Demucs v4 (HTDemucs default shape, 4 sources)", demucs, seconds, ratio), flush=True)
+        time_peers(song, args.minutes, ours)
+    song.unlink()
     if "ours" in only:
-        (tmp / "song.wav").unlink()
-        for minutes in args.long_minutes:
-            long_song = make_song(tmp / "long.wav", minutes)
-            result = run_child("ours", str(long_song), "[]", *ckpt)
-            print(row(f"this U-Net, default, {minutes:g}-minute song", result, minutes * 60), flush=True)
-            long_song.unlink()
+        time_long_songs(args.long_minutes, args.checkpoint, tmp)
     if "train" in only:
-        print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | network | DataLoader workers | "
-              "patches/s | data wait | first 3 steps s |\n|---|---|---|---|---|---|")
-        for precision, workers, compiled in (("auto", 0, 0), ("auto", 1, 0), ("float32", 0, 0), ("auto", 0, 1)):
-            r = run_child("train", "40", str(workers), precision, str(compiled))
-            shown = f"default ({r['precision']})" if precision == "auto" else "float32 (--precision float32)"
-            print(f"| {shown} | {'torch.compile' if compiled else 'eager'} | "
-                  f"{workers} | {r['patches_per_second']:.1f} | {r['data_wait']:.1%} | {r['warm_up_s']:.1f} |",
-                  flush=True)
+        time_training()
 
 
 if __name__ == "__main__":
