@@ -49,16 +49,12 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def signals_raise_interrupted() -> Iterator[None]:
-    """SIGINT and SIGTERM raise `Interrupted` inside the block; the previous handlers come back
-    after it (in threads other than the main one, where no handler can be set, nothing changes)."""
+def on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` takes SIGINT and SIGTERM inside the block; the previous handlers come back after
+    it (in threads other than the main one, where no handler can be set, nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -67,11 +63,15 @@ def signals_raise_interrupted() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a script's main(): an InputError ends it with one line on stderr and exit status 1;
     SIGINT or SIGTERM with one line saying what was interrupted and kept, and status 130 or 143."""
     try:
-        with signals_raise_interrupted():
+        with on_stop_signals(raise_interrupted):
             main()
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -21,10 +21,11 @@ tracks; an interrupted run resumes without re-separating (estimates on disk) or
 re-scoring (JSON on disk) what is done, and refuses to when OUT holds the work of another
 model, other settings or another scorer (OUT/scored-with.json names the checkpoint and
 the scorer, and keeps a digest of the weights and config). --scorer fast (the default)
-computes museval's BSS Eval v4 numbers with bsseval.py in about a tenth of museval's
-time and memory (0.5 GB for 4 minutes of 44.1 kHz stereo, against 3.4 GB); --scorer
-museval runs museval itself. --workers 0 takes one scoring process per core, as many as
-fit in the available memory (BYTES_PER_SAMPLE).
+computes museval's BSS Eval v4 numbers with bsseval.py in under a tenth of museval's
+time and a sixth of its memory (a scoring process needs about 0.5 GB for 4 minutes of
+44.1 kHz stereo, against 3.4 GB); --scorer museval runs museval itself. --workers 0
+takes one scoring process per core, as many as fit in the available memory
+(BYTES_PER_SAMPLE).
 --save-estimates keeps the separated audio.
 """
 
@@ -64,7 +65,7 @@ METRICS = ("SDR", "SIR", "SAR", "ISR")
 TARGETS = ("vocals", "accompaniment")
 # Peak memory of a scoring process per sample and channel of a track, two sources, its audio
 # included (benchmarks/evaluation.py: for a 4-minute 44.1 kHz stereo track, museval 3.4 GB; the
-# fast scorer holds the track's five signals in float32 and about 125 MB more).
+# fast scorer holds the track's five signals in float32 and about 0.13 GB more: 48 leaves room).
 BYTES_PER_SAMPLE = {"fast": 48, "museval": 160, "mir1k": 160}
 
 

@@ -41,12 +41,9 @@ import copy
 import csv
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +55,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from audio import STFT
-from config import AudioConfig, Config, InputError, apply_overrides, run_script
+from config import AudioConfig, Config, InputError, apply_overrides, on_stop_signals, run_script
 from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
@@ -73,22 +70,12 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
 
-    @contextlib.contextmanager
-    def catch_signals(self) -> Iterator[None]:
+    def catch_signals(self) -> contextlib.AbstractContextManager:
         """Route SIGINT and SIGTERM here; the previous handlers come back on exit."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may install handlers
-            return
+        return on_stop_signals(self.request)
 
-        def handler(signum: int, frame: Any) -> None:
-            self.requested = True
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+    def request(self, signum: int, frame: Any) -> None:
+        self.requested = True
 
 
 def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
