@@ -373,12 +373,12 @@ def evaluate_model(checkpoint: str | Path | None, dataset: str, root: str | None
                    keep_estimates: bool = False, scorer: str = "fast") -> list[dict[str, Any]]:
     """Separate and score a test set (MUSDB18-like sets by `scorer`: "fast" or "museval"; MIR-1K
     by BSS Eval v3); writes the CSVs (and plot) and returns the summary rows."""
-    model, cfg = load_separator(checkpoint, device, list(overrides))
+    model, cfg = load_separator(checkpoint, device, list(overrides), dataset)
     out = Path(out_dir or f"results/eval/{dataset}-{subset}")
     selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
     scorer = "mir1k" if dataset == "mir1k" else scorer
     score_dir = out / "clips" if scorer == "mir1k" else out / "museval" / subset  # museval's layout
-    claim_output(out, score_dir, str(checkpoint or default_checkpoint()), model_fingerprint(model, cfg), scorer)
+    claim_output(out, score_dir, str(checkpoint or default_checkpoint(dataset)), model_fingerprint(model, cfg), scorer)
     scores = scores_of(model, cfg, selected, out, score_dir, scorer, workers, keep_estimates)
     tracks_table, summary = (mir1k_tables if scorer == "mir1k" else museval_tables)(scores)
     write_csv(out / "tracks.csv", tracks_table)
@@ -439,7 +439,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def report(args: argparse.Namespace) -> None:
     """Evaluate as the flags say and print the summary, the scorer, the checkpoint and the commit."""
     root = args.root or (os.environ.get("MUSDB_PATH") if args.dataset == "musdb" else None)
-    checkpoint = args.checkpoint or str(default_checkpoint())
+    checkpoint = args.checkpoint or str(default_checkpoint(args.dataset))
     if args.workers < 0:
         raise InputError(f"--workers {args.workers}: expected 0 (auto) or more")
     summary = evaluate_model(checkpoint, args.dataset, root, args.subset, args.is_wav, args.out_dir, args.workers,

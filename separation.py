@@ -36,12 +36,16 @@ CHUNK_SECONDS = 30.0
 FADE_SECONDS = 0.5
 REPO = Path(__file__).resolve().parent
 TRAINED = Path("checkpoints") / "best.pt"
-SHIPPED = REPO / "pretrained" / "unet-mir1k.pt"
+SHIPPED = REPO / "pretrained" / "unet-musdb.pt"  # real songs: trained on MUSDB18's stems, up to 16 kHz
+SHIPPED_MIR1K = REPO / "pretrained" / "unet-mir1k.pt"  # the MIR-1K protocol: trained on its two singers
 
 
-def default_checkpoint() -> Path:
-    """checkpoints/best.pt when a model has been trained here, else the shipped model."""
-    return TRAINED if TRAINED.is_file() else SHIPPED
+def default_checkpoint(dataset: str | None = None) -> Path:
+    """checkpoints/best.pt when a model has been trained here, else the shipped model for the
+    material: the MIR-1K model for MIR-1K (its protocol), the MUSDB18 model for songs."""
+    if TRAINED.is_file():
+        return TRAINED
+    return SHIPPED_MIR1K if dataset == "mir1k" else SHIPPED
 
 
 @torch.inference_mode()
@@ -274,11 +278,13 @@ class OutputFiles:
             tmp.unlink(missing_ok=True)
 
 
-def load_separator(checkpoint: str | Path | None, device: str, overrides: list[str]) -> tuple[UNet, Config]:
-    """The checkpoint's model (None: `default_checkpoint`, named on stderr) and config, with
-    separation overrides applied."""
+def load_separator(checkpoint: str | Path | None, device: str, overrides: list[str],
+                   dataset: str | None = None) -> tuple[UNet, Config]:
+    """The checkpoint's model (None: `default_checkpoint` for `dataset`, named on stderr) and
+    config, with separation overrides applied."""
     if checkpoint is None:
-        checkpoint = default_checkpoint()
-        print(f"model: {checkpoint}" + (" (the shipped model)" if checkpoint == SHIPPED else ""), file=sys.stderr)
+        checkpoint = default_checkpoint(dataset)
+        shipped = checkpoint in (SHIPPED, SHIPPED_MIR1K)
+        print(f"model: {checkpoint}" + (" (a shipped model)" if shipped else ""), file=sys.stderr)
     model, cfg = load_model(checkpoint, pick_device(device))
     return model, apply_overrides(cfg, overrides, sections=("separation",))

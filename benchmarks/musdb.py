@@ -32,7 +32,7 @@ from audio import STFT
 from config import AudioConfig, run_script
 from data_generator import EPS, load_tracks
 from evaluate import TARGETS, museval_tables, score_musdb
-from separation import SHIPPED, separate_array
+from separation import SHIPPED_MIR1K, separate_array
 from train import parse_args as train_args
 from train import train
 from unet_model import load_model
@@ -102,7 +102,7 @@ def main() -> None:
     systems: dict[str, Separator] = {}
     if checkpoint:
         systems[f"this recipe ({checkpoint})"] = model_separator(checkpoint)
-    systems["the shipped MIR-1K model"] = model_separator(SHIPPED)
+    systems["the shipped MIR-1K model"] = model_separator(SHIPPED_MIR1K)
     systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = ideal_ratio_mask
     systems["the mixture as the estimate of each target"] = lambda mixture, vocals, rate: (mixture, mixture)
     rows = {name: scores(separator, args.root) for name, separator in systems.items()}
