@@ -73,24 +73,36 @@ def group_ends_within(group: int, seconds: float) -> bool:
     return False
 
 
-def kill_after_first_score_then_resume(argv, scores, expected):
-    """Start evaluate.py, SIGKILL it once a first JSON exists, run it again: finished JSONs are kept,
-    and no scoring process outlives the killed run."""
-    cmd = [sys.executable, "evaluate.py", *argv]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group, to find its children after it
+def started_until_first_score(cmd, scores):
+    """evaluate.py started in its own process group (to find its children after it), returned once
+    a first track's JSON exists in `scores`."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not list(scores.glob("*.json")):
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert group_ends_within(proc.pid, 10), "a scoring process outlived the killed evaluate.py"
+    return proc
+
+
+def resumes_without_rescoring(cmd, scores, expected):
+    """The same command again: it ends with `expected` JSONs, and those already there are untouched."""
     finished = {p: p.stat().st_mtime_ns for p in scores.glob("*.json")}
     assert finished
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(list(scores.glob("*.json"))) == expected
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
+
+
+def kill_after_first_score_then_resume(argv, scores, expected):
+    """Start evaluate.py, SIGKILL it once a first JSON exists, run it again: finished JSONs are kept,
+    and no scoring process outlives the killed run."""
+    cmd = [sys.executable, "evaluate.py", *argv]
+    proc = started_until_first_score(cmd, scores)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert group_ends_within(proc.pid, 10), "a scoring process outlived the killed evaluate.py"
+    resumes_without_rescoring(cmd, scores, expected)
 
 
 def test_an_output_folder_of_another_model_or_setting_is_refused_not_mixed(checkpoint, tmp_path):
@@ -306,11 +318,7 @@ def test_ctrl_c_stops_the_scorers_and_keeps_the_tracks_scored(checkpoint, demo_r
     cmd = [sys.executable, "evaluate.py", "--dataset", "stems", "--root", str(demo_root), "--checkpoint",
            str(checkpoint), "--out-dir", str(tmp_path), "--tracks", "3", "--workers", "2", "--device", "cpu",
            "--scorer", "museval"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and not list(scores.glob("*.json")):
-        time.sleep(0.05)
+    proc = started_until_first_score(cmd, scores)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -320,7 +328,4 @@ def test_ctrl_c_stops_the_scorers_and_keeps_the_tracks_scored(checkpoint, demo_r
     assert group_ends_within(proc.pid, 10), "a scoring process outlived the interrupted evaluate.py"
     assert all(json.loads(p.read_text())["targets"] for p in kept)
     assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
-    stamps = {p: p.stat().st_mtime_ns for p in kept}
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert len(list(scores.glob("*.json"))) == 3 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    resumes_without_rescoring(cmd, scores, 3)
