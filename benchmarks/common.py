@@ -14,7 +14,10 @@ HERE = REPO / "benchmarks"
 # The project's modules first; this folder last, so that musdb.py here never hides the musdb package.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
-from data_generator import load_tracks  # noqa: E402
+import torch  # noqa: E402
+
+from audio import STFT  # noqa: E402
+from data_generator import EPS, load_tracks  # noqa: E402
 from demo_data import synthesize_song  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "musdb18-sample"
@@ -27,6 +30,14 @@ def mir1k_figures(summary: list[dict]) -> dict[str, float]:
     g = {(r["target"], r["metric"]): r["weighted_mean"] for r in summary}
     return {"GNSDR": g["vocals", "NSDR"], "GSIR": g["vocals", "SIR"], "GSAR": g["vocals", "SAR"],
             "accompaniment_GNSDR": g["accompaniment", "NSDR"]}
+
+
+def ideal_ratio_mask(transform: STFT, mixture: np.ndarray, vocals: np.ndarray) -> np.ndarray:
+    """The oracle's vocals (channels, samples): the mixture masked by |V| / (|V| + |A|), which knows
+    the true vocals V and accompaniment A, with the mixture's phase, as a model's mask is applied."""
+    mix, voc, acc = transform(torch.from_numpy(np.stack([mixture, vocals, mixture - vocals])))  # (C, bins, T) each
+    mask = voc.abs() / (voc.abs() + acc.abs()).clamp_min(EPS)
+    return transform.inverse(mask * mix, mixture.shape[-1]).numpy()
 
 
 def cpu_name() -> str:

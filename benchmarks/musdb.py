@@ -24,13 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import cpu_name  # also puts the project's folder on sys.path
+from common import cpu_name, ideal_ratio_mask  # also puts the project's folder on sys.path
 from fullband import band_sdr
 
 from audio import STFT
 from config import AudioConfig, run_script
-from data_generator import EPS, load_tracks
+from data_generator import load_tracks
 from evaluate import TARGETS, museval_tables, score_musdb
 from separation import SHIPPED_MIR1K, separate_array
 from train import parse_args as train_args
@@ -51,12 +50,9 @@ def model_separator(checkpoint: str | Path) -> Separator:
     return separate
 
 
-def ideal_ratio_mask(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """The oracle: each channel's mixture masked by |V| / (|V| + |A|) at n_fft 4096, hop 1024."""
-    transform = STFT(AudioConfig(sample_rate=rate, n_fft=4096, hop_length=1024), rate)
-    mix, voc, acc = transform(torch.from_numpy(np.stack([mixture, vocals, mixture - vocals])))  # (C, bins, T) each
-    mask = voc.abs() / (voc.abs() + acc.abs()).clamp_min(EPS)
-    estimate = transform.inverse(mask * mix, mixture.shape[-1]).numpy()
+def oracle(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ideal ratio mask of each channel at n_fft 4096, hop 1024."""
+    estimate = ideal_ratio_mask(STFT(AudioConfig(sample_rate=rate, n_fft=4096, hop_length=1024), rate), mixture, vocals)
     return estimate, mixture - estimate
 
 
@@ -103,7 +99,7 @@ def main() -> None:
     if checkpoint:
         systems[f"this recipe ({checkpoint})"] = model_separator(checkpoint)
     systems["the shipped MIR-1K model"] = model_separator(SHIPPED_MIR1K)
-    systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = ideal_ratio_mask
+    systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = oracle
     systems["the mixture as the estimate of each target"] = lambda mixture, vocals, rate: (mixture, mixture)
     rows = {name: scores(separator, args.root) for name, separator in systems.items()}
     print(f"machine: {cpu_name()}; {next(iter(rows.values()))['songs']} test songs under {args.root}")

@@ -17,26 +17,19 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-import numpy as np
-import torch
-from common import mir1k_figures  # also puts the project's folder on sys.path
+from common import ideal_ratio_mask, mir1k_figures  # also puts the project's folder on sys.path
 
 from audio import STFT
 from config import AudioConfig, Config, apply_overrides, run_script
-from data_generator import EPS, Track, load_tracks
+from data_generator import Track, load_tracks
 from evaluate import mir1k_tables, score_mir1k
 
 
 def ideal_ratio_mask_scores(audio: AudioConfig, track: Track) -> str:
     """One clip separated by its ideal ratio mask, scored (the JSON of `score_mir1k`)."""
     mixture, vocals, rate = track.load()  # (1, samples) each: MIR-1K clips are mono
-    accompaniment = mixture - vocals
-    transform = STFT(audio, rate)
-    spectra = transform(torch.from_numpy(np.stack([mixture, vocals, accompaniment])))  # (3, 1, bins, frames)
-    mix, voc, acc = spectra
-    mask = voc.abs() / (voc.abs() + acc.abs()).clamp_min(EPS)
-    estimate = transform.inverse(mask * mix, mixture.shape[-1]).numpy()  # (1, samples)
-    references = {"vocals": vocals, "accompaniment": accompaniment}
+    estimate = ideal_ratio_mask(STFT(audio, rate), mixture, vocals)  # (1, samples)
+    references = {"vocals": vocals, "accompaniment": mixture - vocals}
     estimates = {"vocals": estimate, "accompaniment": mixture - estimate}
     return score_mir1k(track.name, rate, references, estimates)
 
