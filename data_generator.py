@@ -56,7 +56,7 @@ class Track:
     stems: Callable[[], tuple[np.ndarray, int]] | None = None
 
 
-def spectra_key(track: Track, audio: AudioConfig, stems: bool = False) -> str | None:
+def spectra_key(track: Track, audio: AudioConfig, stems: bool = False, each_channel: bool = False) -> str | None:
     """The cache name of a track's training spectra: a hash of its files (path, size, modification
     time) and of the settings that shape the spectra; None when the track names no files."""
     if not track.files:
@@ -66,7 +66,8 @@ def spectra_key(track: Track, audio: AudioConfig, stems: bool = False) -> str | 
         for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             info = file.stat()
             stats.append((str(file.resolve()), info.st_size, info.st_mtime_ns))
-    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames, *["stems"] * stems)
+    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames, "views",
+             *["stems"] * stems, *["each channel"] * each_channel)
     return hashlib.sha1(repr((stats, shape)).encode()).hexdigest()[:24]
 
 
@@ -229,34 +230,37 @@ class PatchDataset(Dataset):
         self.random_offsets = remix and cfg.train.random_offsets
         self.steps = augmentations(cfg.train) if remix else []
         self.stems = remix and cfg.train.remix_stems
+        self.each_channel = remix and cfg.train.channels == "each"
         copies = vocal_copies(cfg.train) if remix else ()
         self.specs: list[np.ndarray] = []  # per track: (sources, 2 re/im, bins, frames) float16, maybe memory-mapped
         self.altered: list[list[np.ndarray]] = []  # per track: (1, 2 re/im, bins, frames) per copy of its vocals
         self.index: list[tuple[int, int]] = []  # (track, first frame) of each patch
         self.hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
-        for t, track in enumerate(tracks):
+        for track in tracks:
             spec, *altered = self.track_spectra(track, copies) if cache is None else \
                 self.cached_spectra(track, copies, cache)
-            self.specs.append(spec)
-            self.altered.append(altered)
-            starts = range(0, max(1, spec.shape[-1] - cfg.audio.patch_frames + self.hop), self.hop)
-            self.index.extend((t, s) for s in starts)
+            for view in range(len(spec)):  # the channels' mean, or each channel a track of its own
+                starts = range(0, max(1, spec.shape[-1] - cfg.audio.patch_frames + self.hop), self.hop)
+                self.index.extend((len(self.specs), s) for s in starts)
+                self.specs.append(spec[view])
+                self.altered.append([a[view] for a in altered])
         self.rng = np.random.default_rng(cfg.train.seed)
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
-        """The track's spectra from one load: its sources (sources, 2 re/im, bins, frames) float16,
-        the model's band of the mono STFTs of vocals and accompaniment (or, with `train.remix_stems`,
-        of each of the track's stems); then (1, 2, bins, frames) per altered copy of the vocals
-        (`augment.vocal_copies`)."""
+        """The track's spectra from one load: its sources (views, sources, 2 re/im, bins, frames)
+        float16, the model's band of the STFTs of vocals and accompaniment (or, with
+        `train.remix_stems`, of each of the track's stems); then (views, 1, 2, bins, frames) per
+        altered copy of the vocals (`augment.vocal_copies`). One view, the channels' mean, or with
+        `train.channels="each"` one per channel."""
         if self.stems and track.stems is not None:
-            stems, rate = track.stems()
-            sources = stems.mean(1)  # (sources, samples), vocals first
+            stems, rate = track.stems()  # (sources, channels, samples), vocals first
         else:
             mixture, vocals, rate = track.load()
-            sources = np.stack([vocals.mean(0), (mixture - vocals).mean(0)])  # (2, samples)
-        return [self.spectrogram(sources, rate)] + [
-            self.spectrogram(altered_vocals(sources[:1], rate, kind, amount, self.audio), rate)
-            for kind, amount in copies]
+            stems = np.stack([vocals, mixture - vocals])  # (2, channels, samples)
+        views = [stems[:, c] for c in range(stems.shape[1])] if self.each_channel else [stems.mean(1)]
+        return [np.stack([self.spectrogram(sources, rate) for sources in views])] + [
+            np.stack([self.spectrogram(altered_vocals(sources[:1], rate, kind, amount, self.audio), rate)
+                      for sources in views]) for kind, amount in copies]
 
     def spectrogram(self, sources: np.ndarray, rate: int) -> np.ndarray:
         """(sources, samples) -> (sources, 2 re/im, bins, frames) float16: the model's band, >= one patch."""
@@ -268,7 +272,7 @@ class PatchDataset(Dataset):
 
     def cached_spectra(self, track: Track, copies: tuple[tuple[str, float], ...], cache: Path) -> list[np.ndarray]:
         """`track_spectra`, memory-mapped from `cache`, written there first where absent."""
-        key = spectra_key(track, self.audio, self.stems and track.stems is not None)
+        key = spectra_key(track, self.audio, self.stems and track.stems is not None, self.each_channel)
         if key is None:
             return self.track_spectra(track, copies)
         paths = [cache / f"{key}.npy"] + [cache / f"{key}-{kind}{amount:+g}.npy" for kind, amount in copies]

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from audio import STFT, magnitude
-from config import Config, InputError, apply_overrides
+from config import REPO, Config, InputError, apply_overrides
 from data_generator import normalize_patches, patch_padding, to_patches
 from devices import autocast, autocast_dtype, pick_device
 from outputs import partial_path
@@ -34,7 +34,6 @@ from unet_model import UNet, load_model, network_input
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
 FADE_SECONDS = 0.5
-REPO = Path(__file__).resolve().parent
 TRAINED = Path("checkpoints") / "best.pt"
 SHIPPED = REPO / "pretrained" / "unet-musdb.pt"  # real songs: trained on MUSDB18's stems, up to 16 kHz
 SHIPPED_MIR1K = REPO / "pretrained" / "unet-mir1k.pt"  # the MIR-1K protocol: trained on its two singers

@@ -55,7 +55,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from audio import STFT
-from config import AudioConfig, Config, InputError, apply_overrides, on_stop_signals, run_script
+from config import RECIPES, REPO, AudioConfig, Config, InputError, Recipe, apply_overrides, on_stop_signals, run_script
 from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
@@ -538,23 +538,40 @@ def check_fine_tune(start: Config, cfg: Config, path: str) -> None:
                                  f"{theirs[name]} (its weights were trained with that)")
 
 
-def build_config(args: argparse.Namespace, init: dict[str, Any] | None = None) -> Config:
-    """Defaults (or the audio and model settings of the --init checkpoint, read here unless
-    given as `init`), then flags and --set."""
-    base = Config()
+def starting_weights(args: argparse.Namespace, recipe: Recipe) -> str | None:
+    """The checkpoint training starts from: --init (none: random weights), else the recipe's
+    (on --resume, last.pt's own)."""
     if args.init:
-        start = Config.from_dict((init or read_checkpoint(args.init))["config"])
+        return None if args.init == "none" else args.init
+    return str(REPO / recipe.init) if recipe.init and not args.resume else None
+
+
+def build_config(args: argparse.Namespace, init: dict[str, Any] | None = None, dataset: str | None = None) -> Config:
+    """The defaults with the recipe of `dataset` (default: --dataset), then flags and --set.
+    Starting from a checkpoint (read here unless given as `init`), its audio and model settings
+    replace the defaults'; the recipe's audio settings still apply when they keep its grid (a
+    wider band), else not."""
+    recipe = RECIPES.get(dataset or args.dataset, Recipe())
+    path = starting_weights(args, recipe)
+    base = apply_overrides(Config(), recipe.sets(("train", "separation")))
+    if path:
+        start = Config.from_dict((init or read_checkpoint(path))["config"])
         base.audio, base.model = start.audio, start.model
+        widened = apply_overrides(base, recipe.sets(("audio",)))
+        base = widened if same_grid(start.audio, widened.audio) else base
+    else:
+        base = apply_overrides(base, recipe.sets(("audio", "model")))
     overrides = list(args.set)
     for flag, field in (("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                         ("lr", "train.lr"), ("seed", "train.seed"), ("data_workers", "train.data_workers")):
         if getattr(args, flag) is not None:
             overrides.append(f"{field}={getattr(args, flag)}")
-    if args.max_minutes and args.epochs is None and not any(o.startswith("train.epochs=") for o in args.set):
+    epochs_named = any(o.startswith("train.epochs=") for o in [*args.set, *recipe.overrides])
+    if args.max_minutes and args.epochs is None and not epochs_named:
         overrides.append("train.epochs=0")  # the wall-clock budget alone decides how many epochs run
     cfg = apply_overrides(base, overrides)
-    if args.init:
-        check_fine_tune(start, cfg, args.init)
+    if path:
+        check_fine_tune(start, cfg, path)
     if cfg.train.epochs == 0 and not args.max_minutes:
         raise InputError("train.epochs=0 (no epoch limit) needs a --max-minutes budget")
     return cfg
@@ -575,7 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spectra-cache", metavar="DIR",
                    help="keep the training spectra in DIR, memory-mapped (large sets; later runs skip decoding)")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
-    p.add_argument("--init", metavar="CHECKPOINT", help="start from this model's weights (fine-tuning)")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this model's weights (fine-tuning; none: random weights, not the recipe's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bfloat16 autocast where native (float16 on older GPUs), else float32")
@@ -584,27 +602,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def chosen_dataset(args: argparse.Namespace, rank: int, world: int) -> tuple[str, str | None]:
+    """--dataset and --root, else the first of MUSDB_PATH, the preview and the demo set (the
+    same on every process: rank 0 looks)."""
+    if args.dataset is not None:
+        return args.dataset, args.root
+    dataset, root = preview_or_demo() if rank == 0 else (None, None)
+    if world > 1:
+        shared = [(dataset, root)]
+        dist.broadcast_object_list(shared)
+        dataset, root = shared[0]
+    return dataset, root
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run training as the flags say; returns the checkpoint folder."""
-    init = read_checkpoint(args.init) if args.init else None  # read once: config here, weights below
-    cfg = build_config(args, init)
     if args.init and args.resume:
         raise InputError("--init and --resume exclude each other (--resume continues its own run)")
-    out_dir = Path(args.checkpoint_dir)
     rank, world, device = init_distributed(args.device)
+    dataset, root = chosen_dataset(args, rank, world)
+    path = starting_weights(args, RECIPES.get(dataset, Recipe()))
+    init = read_checkpoint(path) if path else None  # read once: config here, weights below
+    cfg = build_config(args, init, dataset)
+    out_dir = Path(args.checkpoint_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out_dir}: cannot create checkpoint folder ({err.strerror})") from None
     torch.manual_seed(cfg.train.seed + rank)
-    if args.dataset is None:
-        dataset, root = preview_or_demo() if rank == 0 else (None, None)
-        if world > 1:
-            shared = [(dataset, root)]
-            dist.broadcast_object_list(shared)
-            dataset, root = shared[0]
-    else:
-        dataset, root = args.dataset, args.root
     if rank == 0 and dataset == "demo":
         make_demo()  # build it once, before the other ranks read it
     if world > 1:
@@ -623,7 +648,8 @@ def train(args: argparse.Namespace) -> Path:
     if rank == 0:
         print(f"{dataset}: {len(train_loader.dataset)} training / {len(valid_loader.dataset)} validation "
               f"patches; {count_parameters(model):,} parameters; {world} x {device}"
-              f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}")
+              f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}"
+              f"{'; from ' + str(path) if path else ''}")
     trainer.fit(train_loader, valid_loader)
     if world > 1:
         dist.barrier()  # rank 0 may still be writing; a rank that tears down alone can abort at exit

@@ -4,12 +4,14 @@ model, the ideal ratio mask and the mixture itself.
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --minutes 60
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --skip-training   # the others only
     python benchmarks/musdb.py --root ~/musdb18 --checkpoint checkpoints/musdb/best.pt
-    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --minutes 60 --init pretrained/unet-mir1k.pt \
-        --set audio.sample_rate=32000 --set audio.n_fft=2048 --set audio.hop_length=512 --set audio.model_bins=1024 \
-        --set train.remix_stems=true          # the MIR-1K model widened to 16 kHz and fine-tuned on stems
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --split valid --model-only \
+        --set train.lr=5e-4 --out checkpoints/lr5e-4      # a lever of the recipe, scored where it is chosen
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --checkpoint pretrained/unet-musdb.pt \
+        --split valid --model-only --separate separation.mask_power=2   # a way of applying the model
 
-Training: `train.py --dataset musdb` on musdb's training split with a wall-clock budget; the
-checkpoint kept is the one with the best loss on musdb's validation split. Scores: BSS Eval v4
+Training: `train.py --dataset musdb`, the recipe of the shipped model (config.RECIPES) on musdb's
+training split, --minutes its wall-clock cap; the checkpoint kept is the one with the best loss on
+musdb's validation split. Scores: BSS Eval v4
 (museval's numbers, bsseval.py), per target SDR / SIR / ISR / SAR, median over 1-s frames,
 then median over songs (museval's EvalStore); and the vocals' SDR above 8 kHz (the band of
 the whole song above 8 kHz, 0 dB = nothing recovered), median over songs. The ideal ratio mask
@@ -28,8 +30,8 @@ from common import cpu_name, ideal_ratio_mask  # also puts the project's folder 
 from fullband import band_sdr
 
 from audio import STFT
-from config import AudioConfig, run_script
-from data_generator import load_tracks
+from config import AudioConfig, apply_overrides, run_script
+from data_generator import Track, load_tracks
 from evaluate import TARGETS, museval_tables, score_musdb
 from separation import SHIPPED_MIR1K, separate_array
 from train import parse_args as train_args
@@ -40,8 +42,10 @@ from unet_model import load_model
 Separator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def model_separator(checkpoint: str | Path) -> Separator:
+def model_separator(checkpoint: str | Path, separation: list[str] = ()) -> Separator:
+    """A model's separator, with `separation.field=value` overrides (mask power, blend, overlap)."""
     model, cfg = load_model(checkpoint)
+    cfg = apply_overrides(cfg, list(separation), sections=("separation",))
 
     def separate(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
         estimate = separate_array(model, cfg, mixture, rate)
@@ -56,10 +60,15 @@ def oracle(mixture: np.ndarray, vocals: np.ndarray, rate: int) -> tuple[np.ndarr
     return estimate, mixture - estimate
 
 
-def scores(separator: Separator, root: str) -> dict[str, float]:
+def split_tracks(root: str, split: str) -> list[Track]:
+    """musdb's test set, or the validation split of its training set (where choices are made)."""
+    return load_tracks("musdb", root, "test") if split == "test" else load_tracks("musdb", root, "train", split="valid")
+
+
+def scores(separator: Separator, tracks: list[Track]) -> dict[str, float]:
     """Median over songs of each target's metrics (medians over frames) and of the vocals' SDR above 8 kHz."""
     jsons, high = {}, []
-    for track in load_tracks("musdb", root, "test"):
+    for track in tracks:
         mixture, vocals, rate = track.load()
         estimates = dict(zip(TARGETS, separator(mixture, vocals, rate)))
         references = {"vocals": vocals, "accompaniment": mixture - vocals}
@@ -87,6 +96,11 @@ def main() -> None:
     p.add_argument("--out", default="checkpoints/musdb", help="where the trained checkpoints go")
     p.add_argument("--set", action="append", default=[], help="training override, e.g. train.loss=magnitude")
     p.add_argument("--init", help="start from this model's weights (train.py --init)")
+    p.add_argument("--split", choices=["test", "valid"], default="test",
+                   help="score musdb's test set, or its validation split (to choose on)")
+    p.add_argument("--separate", action="append", default=[], metavar="separation.FIELD=VALUE",
+                   help="how the trained model is applied, e.g. separation.mask_power=2")
+    p.add_argument("--model-only", action="store_true", help="score the trained model alone (no references)")
     args = p.parse_args()
     checkpoint = args.checkpoint
     if checkpoint is None and not args.skip_training:
@@ -97,12 +111,15 @@ def main() -> None:
         checkpoint = str(Path(args.out) / "best.pt")
     systems: dict[str, Separator] = {}
     if checkpoint:
-        systems[f"this recipe ({checkpoint})"] = model_separator(checkpoint)
-    systems["the shipped MIR-1K model"] = model_separator(SHIPPED_MIR1K)
-    systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = oracle
-    systems["the mixture as the estimate of each target"] = lambda mixture, vocals, rate: (mixture, mixture)
-    rows = {name: scores(separator, args.root) for name, separator in systems.items()}
-    print(f"machine: {cpu_name()}; {next(iter(rows.values()))['songs']} test songs under {args.root}")
+        systems[f"this recipe ({checkpoint}{''.join(' ' + s for s in args.separate)})"] = \
+            model_separator(checkpoint, args.separate)
+    if not args.model_only:
+        systems["the shipped MIR-1K model"] = model_separator(SHIPPED_MIR1K)
+        systems["ideal ratio mask, n_fft 4096 / hop 1024 (oracle)"] = oracle
+        systems["the mixture as the estimate of each target"] = lambda mixture, vocals, rate: (mixture, mixture)
+    tracks = split_tracks(args.root, args.split)
+    rows = {name: scores(separator, tracks) for name, separator in systems.items()}
+    print(f"machine: {cpu_name()}; {len(tracks)} {args.split} songs under {args.root}")
     print(table(rows))
 
 

@@ -312,6 +312,31 @@ def test_random_offsets_start_training_patches_anywhere_within_their_hop():
     assert offsets(PatchDataset(made_tracks(2), jittered)) == {0}  # validation items stay on the grid
 
 
+def test_each_channel_of_a_stereo_track_trains_as_a_track_of_its_own():
+    """train.channels=each: a stereo track's left and right are two training tracks (twice the
+    patches), each the STFT of its own channel; "mean" and validation keep the channels' mean."""
+    rate = 16000
+    rng = np.random.default_rng(0)
+    vocals = (0.1 * rng.standard_normal((2, 3 * rate))).astype(np.float32)  # channels that differ
+    mixture = vocals + np.float32(0.3) * np.sin(2 * np.pi * 220 * np.arange(3 * rate) / rate, dtype=np.float32)
+    tracks = [Track("stereo", lambda: (mixture, vocals, rate), lambda: 3.0)]
+    each = apply_overrides(Config(), ["train.pitch_shifts=", "train.channels=each"])
+    mean = apply_overrides(each, ["train.channels=mean"])
+    per_channel, averaged = PatchDataset(tracks, each, remix=True), PatchDataset(tracks, mean, remix=True)
+    assert (len(per_channel.specs), len(per_channel)) == (2, 2 * len(averaged)) and len(averaged.specs) == 1
+    transform = STFT(each.audio, rate)
+
+    def vocals_close_to(spec, signal):  # spec: (sources, 2 re/im, bins, frames) float16, vocals first
+        expected = transform(torch.from_numpy(signal))  # (bins, frames) complex
+        got = torch.complex(torch.from_numpy(spec[0, 0]).float(), torch.from_numpy(spec[0, 1]).float())
+        return torch.allclose(got, expected, atol=2e-3 * expected.abs().max().item())
+
+    assert all(vocals_close_to(spec, vocals[channel]) for channel, spec in enumerate(per_channel.specs))
+    assert not vocals_close_to(per_channel.specs[0], vocals[1])
+    assert vocals_close_to(averaged.specs[0], vocals.mean(0))
+    assert len(PatchDataset(tracks, each).specs) == 1  # validation: the channels' mean
+
+
 def test_augmentations_are_the_configured_steps_in_their_stated_order():
     train = apply_overrides(Config(), ["train.eq_db=3"]).train
     assert [type(step) for step in augmentations(train)] == [AlteredVocals, RemixSources, RandomGains, Equalizer]
