@@ -66,6 +66,8 @@ def spectra_key(track: Track, audio: AudioConfig, stems: bool = False, each_chan
         for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             info = file.stat()
             stats.append((str(file.resolve()), info.st_size, info.st_mtime_ns))
+    # "views": the arrays carry a leading views axis (channels' mean, or each channel), which caches
+    # written before it do not have, so those are never read back
     shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames, "views",
              *["stems"] * stems, *["each channel"] * each_channel)
     return hashlib.sha1(repr((stats, shape)).encode()).hexdigest()[:24]

@@ -22,7 +22,7 @@ separator gets above it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from unet_model import load_model
 Separator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def model_separator(checkpoint: str | Path, separation: list[str] = ()) -> Separator:
+def model_separator(checkpoint: str | Path, separation: Sequence[str] = ()) -> Separator:
     """A model's separator, with `separation.field=value` overrides (mask power, blend, overlap)."""
     model, cfg = load_model(checkpoint)
     cfg = apply_overrides(cfg, list(separation), sections=("separation",))
