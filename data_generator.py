@@ -241,8 +241,8 @@ class PatchDataset(Dataset):
         for track in tracks:
             spec, *altered = self.track_spectra(track, copies) if cache is None else \
                 self.cached_spectra(track, copies, cache)
+            starts = range(0, max(1, spec.shape[-1] - cfg.audio.patch_frames + self.hop), self.hop)
             for view in range(len(spec)):  # the channels' mean, or each channel a track of its own
-                starts = range(0, max(1, spec.shape[-1] - cfg.audio.patch_frames + self.hop), self.hop)
                 self.index.extend((len(self.specs), s) for s in starts)
                 self.specs.append(spec[view])
                 self.altered.append([a[view] for a in altered])
