@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from helpers import REPO, demo_gain_db, run_main, shared_path
 
@@ -319,24 +321,32 @@ def test_two_preview_songs_train_with_each_stem_remixed_in_seconds(tmp_path):
     assert torch.allclose(mix[0, 0], sources.sum(0) / scale, atol=1e-5)  # the mixture: every gained stem
     assert torch.allclose(vocals[0, 0], sources[0] / scale, atol=1e-5)
     assert [s.shape[0] for s in PatchDataset(tracks, cfg).specs] == [2, 2]  # validation: vocals, accompaniment
-    started = time.time()  # the shipped recipe as is, for one epoch
-    code, out, err = run_main(train.main, ["--dataset", "musdb", "--root", str(tmp_path / "musdb"), "--epochs", "1",
-                                           "--batch-size", "8",  # one song trains (its 2 channels: 22 patches)
-                                           "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck")])
+    trained = train_the_musdb_recipe_one_epoch(tmp_path / "musdb", tmp_path / "ck")
+    assert (trained.audio.n_bins, trained.train.remix_stems) == (1024, True)
+
+
+# One epoch in batches of 8: two preview songs leave one to train on (its 2 channels: 22 patches).
+RECIPE_EPOCH = ["--dataset", "musdb", "--epochs", "1", "--batch-size", "8"]
+
+
+def train_the_musdb_recipe_one_epoch(root, out, *flags):
+    """train.py with the shipped MUSDB18 recipe as is, for one epoch on the songs under root: it must
+    finish within a minute, start from the recipe's weights and validate to a finite loss. Returns
+    the config the checkpoint stores."""
+    started = time.time()
+    code, printed, err = run_main(train.main, [*RECIPE_EPOCH, "--root", str(root), *flags, "--device", "cpu",
+                                               "--checkpoint-dir", str(out)])
     assert code == 0, err
     assert time.time() - started < 60
-    assert "from " + str(REPO / train.RECIPES["musdb"].init) in out
-    assert math.isfinite(float(history(tmp_path / "ck")[0]["valid_loss"]))
-    trained = Config.from_dict(read_checkpoint(tmp_path / "ck" / "last.pt")["config"])
-    assert (trained.audio.n_bins, trained.train.remix_stems) == (1024, True)
+    assert "musdb: " in printed and "from " + str(REPO / train.RECIPES["musdb"].init) in printed
+    assert math.isfinite(float(history(out)[0]["valid_loss"]))
+    return Config.from_dict(read_checkpoint(out / "last.pt")["config"])
 
 
 def made_musdb_hq(root, seconds=6.0, rate=44100):
     """Three made-up songs in the MUSDB18-HQ layout (root/train/<song>/{mixture,vocals,drums,bass,
     other}.wav, stereo): two in musdb's training split, one named as a song of its validation split."""
     import musdb
-    import numpy as np
-    import soundfile as sf
 
     names = ["made song 1", "made song 2", musdb.DB(root=str(root), is_wav=True).setup["validation_tracks"][0]]
     t = np.arange(int(seconds * rate)) / rate
@@ -359,15 +369,6 @@ def test_the_musdb_recipe_trains_end_to_end_on_made_stems_in_seconds(tmp_path):
     a track of its own) on songs the test makes: one epoch, a finite validation loss."""
     (tmp_path / "hq").mkdir()
     made_musdb_hq(tmp_path / "hq")
-    started = time.time()
-    code, out, err = run_main(train.main, ["--dataset", "musdb", "--root", str(tmp_path / "hq"), "--is-wav",
-                                           "--epochs", "1", "--batch-size", "8", "--device", "cpu",
-                                           "--checkpoint-dir", str(tmp_path / "ck")])
-    assert code == 0, err
-    assert time.time() - started < 60
-    assert "musdb: " in out and "from " + str(REPO / train.RECIPES["musdb"].init) in out
-    assert math.isfinite(float(history(tmp_path / "ck")[0]["valid_loss"]))
-    trained = Config.from_dict(read_checkpoint(tmp_path / "ck" / "last.pt")["config"])
-    assert trained.train == train.build_config(train.parse_args(["--dataset", "musdb", "--epochs", "1",
-                                                                 "--batch-size", "8"])).train
+    trained = train_the_musdb_recipe_one_epoch(tmp_path / "hq", tmp_path / "ck", "--is-wav")
+    assert trained.train == train.build_config(train.parse_args(RECIPE_EPOCH)).train
 
