@@ -100,6 +100,10 @@ class AudioConfig:
         """Bins the network sees: `model_bins`, or every bin of the STFT (n_fft // 2 + 1)."""
         return self.model_bins or self.n_fft // 2 + 1
 
+    def bin_at(self, hz: float) -> int:
+        """The STFT bin nearest a frequency."""
+        return round(hz * self.n_fft / self.sample_rate)
+
     def patch_hop(self, overlap: float) -> int:
         """Frames between the starts of consecutive patches at the given overlap."""
         return max(1, round(self.patch_frames * (1.0 - overlap)))
@@ -154,6 +158,8 @@ class TrainConfig:
     loss: str = "sdr"  # "sdr": minus the SDR of the masked mixture's waveform (inverse STFT, the
     # mixture's phase); "magnitude": L1(mask * mix, vocals) (Jansson); "mask": L1(mask, oracle mask)
     magnitude_weight: float = 0.0  # with loss "sdr": plus this weight times the "magnitude" L1 (0: off)
+    high_band_weight: float = 0.0  # with loss "sdr": plus this weight times minus the SDR of the band above (0: off)
+    high_band_hz: float = 8000.0  # this frequency (the whole patch's SDR is ruled by the loud band below it)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     remix_stems: bool = False  # with remix, the stems a dataset keeps apart (MUSDB18: drums, bass, other) are
@@ -179,16 +185,17 @@ class TrainConfig:
             raise InputError(f"train.epochs={self.epochs}: must be >= 0 (0: the --max-minutes budget decides)")
         positive("train", batch_size=self.batch_size, lr=self.lr)
         fraction("train.patch_overlap", self.patch_overlap)
-        for name in ("weight_decay", "magnitude_weight"):
+        for name in ("weight_decay", "magnitude_weight", "high_band_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be >= 0")
         fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
         one_of("train.channels", self.channels, ("mean", "each"))
-        if self.magnitude_weight and self.loss != "sdr":
-            raise InputError(f"train.magnitude_weight={self.magnitude_weight} adds to the \"sdr\" loss only "
-                             f"(train.loss={self.loss})")
+        for name in ("magnitude_weight", "high_band_weight"):
+            if getattr(self, name) and self.loss != "sdr":
+                raise InputError(f"train.{name}={getattr(self, name)} adds to the \"sdr\" loss only "
+                                 f"(train.loss={self.loss})")
         for name in ("remix_prob", "pitch_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be within [0, 1]")
@@ -247,6 +254,9 @@ class Config:
         self.model.check(self.audio)
         self.train.check()
         self.separation.check()
+        if self.train.high_band_weight and not 0 < self.audio.bin_at(self.train.high_band_hz) < self.audio.n_bins:
+            raise InputError(f"train.high_band_hz={self.train.high_band_hz:g}: not within the model's band "
+                             f"(0 to {self.audio.n_bins * self.audio.sample_rate / self.audio.n_fft:g} Hz)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

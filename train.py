@@ -247,7 +247,8 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
 
 
 def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str,
-              transform: STFT | None = None, magnitude_weight: float = 0.0) -> torch.Tensor:
+              transform: STFT | None = None, magnitude_weight: float = 0.0,
+              high_band: tuple[int, float] = (0, 0.0)) -> torch.Tensor:
     """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
     the mixture and the vocals (complex, or magnitudes for "magnitude" and "mask").
 
@@ -256,7 +257,10 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
     "sdr": minus the mean SDR (dB) of the masked mixture, taken back to a waveform with the
     mixture's phase through `transform`'s inverse STFT, against the vocals' waveform: the
     quantity BSS Eval scores, phase and overlap-add included; plus `magnitude_weight` times
-    the "magnitude" loss, when it is not 0.
+    the "magnitude" loss, and `high_band` = (first bin, weight) the weight times minus the SDR
+    of the bins from the first up, when those weights are not 0. A patch's SDR is a ratio of
+    energies that the loud low band rules; the band above 8 kHz (sibilants, breath, air) holds
+    a small share of a voice's energy and would otherwise be left to the accompaniment.
     """
     def masked_magnitude_l1() -> torch.Tensor:
         return (mask * mix.abs() - vocals.abs()).abs().mean()
@@ -265,27 +269,35 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
         if transform is None:
             raise ValueError('the "sdr" loss needs the STFT to invert')
         loss = -waveform_sdr(transform, mask * mix, vocals, mix).mean()
-        return loss + magnitude_weight * masked_magnitude_l1() if magnitude_weight else loss
+        if magnitude_weight:
+            loss = loss + magnitude_weight * masked_magnitude_l1()
+        first, weight = high_band
+        if weight:
+            high = (mask * mix, vocals, mix)
+            loss = loss - weight * waveform_sdr(transform, *(s[..., first:, :] for s in high), first).mean()
+        return loss
     if kind == "mask":
         return (mask - oracle_mask(mix.abs(), vocals.abs())).abs().mean()
     return masked_magnitude_l1()
 
 
 def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
-                 mixture: torch.Tensor) -> torch.Tensor:
-    """SDR (dB) per patch of complex spectra (B, 1, bins, T) taken back to waveforms.
+                 mixture: torch.Tensor, first_bin: int = 0) -> torch.Tensor:
+    """SDR (dB) per patch of complex spectra (B, 1, bins, T) of the STFT's bins from
+    `first_bin` up, taken back to waveforms.
 
-    Bins above the given ones (a model that sees only the lowest `model_bins`) are zero in
-    all three. Both energies get a floor of 1e-4 of the mixture's energy (-40 dB), so that a
-    patch without vocals asks for a quiet estimate instead of an infinite SDR. The inverse
+    Bins below `first_bin` and above the given ones (a model that sees only the lowest
+    `model_bins`) are zero in all three. Both energies get a floor of 1e-4 of the mixture's
+    energy (-40 dB), so that a patch without vocals asks for a quiet estimate instead of an
+    infinite SDR. The inverse
     STFT is linear, so the error's waveform is the inverse of the spectra's difference: only
     that one is differentiated.
     """
     frames = estimate.shape[-1]
-    missing = transform.n_fft // 2 + 1 - estimate.shape[-2]
+    missing = transform.n_fft // 2 + 1 - first_bin - estimate.shape[-2]
 
     def waveform(spec: torch.Tensor) -> torch.Tensor:  # (N, 1, bins, T) -> (N, samples)
-        spec = torch.nn.functional.pad(spec.squeeze(1), (0, 0, 0, missing))  # (N, n_fft // 2 + 1, T)
+        spec = torch.nn.functional.pad(spec.squeeze(1), (0, 0, first_bin, missing))  # (N, n_fft // 2 + 1, T)
         return transform.inverse(spec, (frames - 1) * transform.hop)
 
     with torch.no_grad():
@@ -338,6 +350,7 @@ class Trainer:
         self.average = WeightAverage(self.net, cfg.train.ema) if cfg.train.ema else None
         self.kept = self.average.model if self.average else self.net
         self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
+        self.high_band = (cfg.audio.bin_at(cfg.train.high_band_hz), cfg.train.high_band_weight)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,  # AdamW: the decay is not
                                            weight_decay=cfg.train.weight_decay)  # scaled by Adam's step sizes
         self.dtype = autocast_dtype(device, precision)
@@ -396,7 +409,7 @@ class Trainer:
         with autocast(self.device, self.dtype):
             mask = model(features.contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform,
-                         self.cfg.train.magnitude_weight)
+                         self.cfg.train.magnitude_weight, self.high_band)
 
     def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
         loss = self.loss(self.model, mix, vocals)

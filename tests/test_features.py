@@ -21,7 +21,7 @@ from data_generator import (
     to_patches,
 )
 from separation import from_patches
-from train import mask_loss, oracle_mask
+from train import mask_loss, oracle_mask, waveform_sdr
 from unet_model import network_input
 
 PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
@@ -207,6 +207,37 @@ def test_sdr_loss_adds_the_weighted_magnitude_l1():
         sdr + 1000 * l1, rel=1e-5)
     with pytest.raises(InputError, match="magnitude_weight"):
         apply_overrides(Config(), ["train.loss=magnitude", "train.magnitude_weight=1"]).check()
+
+
+def test_high_band_loss_adds_the_weighted_sdr_of_the_band_above_8_khz_alone():
+    cfg = apply_overrides(Config(), ["audio.sample_rate=32000", "audio.n_fft=2048", "audio.hop_length=512",
+                                     "audio.model_bins=1024", "train.high_band_weight=0.5"])
+    transform = STFT(cfg.audio)
+    first = cfg.audio.bin_at(cfg.train.high_band_hz)
+    assert first == 512
+    data = PatchDataset(made_tracks(2, rate=32000), cfg)
+    mix, voc = data.collate([data[i] for i in range(4)])
+    mask = torch.rand(mix.shape, generator=torch.Generator().manual_seed(0))
+
+    def high_sdr(mask):  # the band's SDR from spectra whose lower bins are zeroed, the whole STFT inverted
+        above = (torch.arange(mix.shape[-2]) >= first).view(-1, 1)
+        return waveform_sdr(transform, mask * mix * above, voc * above, mix * above)
+
+    sdr = mask_loss(mask, mix, voc, "sdr", transform).item()
+    high = waveform_sdr(transform, mask[..., first:, :] * mix[..., first:, :], voc[..., first:, :],
+                        mix[..., first:, :], first)
+    assert torch.allclose(high, high_sdr(mask), atol=1e-3)
+    assert mask_loss(mask, mix, voc, "sdr", transform, high_band=(first, 0.5)).item() == pytest.approx(
+        sdr - 0.5 * high.mean().item(), rel=1e-5)
+    changed_below, changed_above = mask.clone(), mask.clone()
+    changed_below[..., :first, :] = 1.0
+    changed_above[..., first:, :] = 1.0
+    assert torch.allclose(high_sdr(changed_below), high_sdr(mask), atol=1e-4)  # the low band plays no part
+    assert (high_sdr(changed_above) - high_sdr(mask)).abs().max() > 0.1
+    with pytest.raises(InputError, match="high_band_hz"):
+        apply_overrides(cfg, ["train.high_band_hz=20000"]).check()
+    with pytest.raises(InputError, match="high_band_weight"):
+        apply_overrides(cfg, ["train.loss=magnitude"]).check()
 
 
 def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
