@@ -4,8 +4,10 @@ in the order `augmentations` lists them (what the patch holds first, then its le
 1. `AlteredVocals`: the vocals from a pitch-shifted or time-stretched copy of the track's own
    (`vocal_copies`, computed once per track by `altered_vocals`);
 2. `RemixSources`: each source but the vocals from a random place of a random other track;
-3. `RandomGains`: a gain per source;
-4. `Equalizer`: a smooth random equalizer per source.
+3. `ExtraVocals`: the vocals from another collection (MIR-1K's singers), the whole item cut to
+   that collection's band;
+4. `RandomGains`: a gain per source;
+5. `Equalizer`: a smooth random equalizer per source.
 
 An `Item` is a patch of a track's sources as complex spectra (vocals first) and a gain per
 source (and bin); `PatchDataset.collate` forms the mixture, their gained sum, per batch. Mixing
@@ -31,7 +33,8 @@ from config import AudioConfig, TrainConfig
 @dataclass
 class Item:
     """One training item: `sources` (sources, 2 re/im, bins, frames) float16, vocals first;
-    `gains` (sources, 1 or bins) float32; `track`, the track its vocals come from."""
+    `gains` (sources, 1 or bins) float32; `track`, the track it was drawn from (whose altered
+    vocals `AlteredVocals` takes)."""
 
     sources: torch.Tensor
     gains: torch.Tensor
@@ -47,6 +50,10 @@ class PatchPool(Protocol):
     def altered_patch(self, track: int, rng: np.random.Generator) -> torch.Tensor | None:
         """(2 re/im, bins, frames): a random patch of a random altered copy of the track's vocals,
         or None when it has none."""
+
+    def extra_vocal_patch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int] | None:
+        """(2 re/im, bins, frames) of the extra vocals (`train.extra_vocals`) at a random place, and
+        the bins their recording holds; None when there are none."""
 
 
 @dataclass
@@ -74,6 +81,24 @@ class RemixSources:
         for source in range(1, len(item.sources)):
             if rng.random() < self.prob:
                 item.sources[source] = pool.random_patch(source, rng)
+        return item
+
+
+@dataclass
+class ExtraVocals:
+    """With probability `prob`, the vocals from the extra collection (`train.extra_vocals`), and
+    every source cut to the bins that collection's recordings hold: the item is what a recording
+    at its rate would be, so the loss has nothing above its band to learn from (masked silence
+    is silence), and the voices do not teach that a voice stops there."""
+
+    prob: float
+
+    def __call__(self, item: Item, pool: PatchPool, rng: np.random.Generator) -> Item:
+        if rng.random() < self.prob:
+            drawn = pool.extra_vocal_patch(rng)
+            if drawn is not None:
+                item.sources[0], band = drawn
+                item.sources[..., band:, :] = 0
         return item
 
 
@@ -110,7 +135,7 @@ class Equalizer:
         return item
 
 
-Step = AlteredVocals | RemixSources | RandomGains | Equalizer
+Step = AlteredVocals | RemixSources | ExtraVocals | RandomGains | Equalizer
 
 
 def augmentations(train: TrainConfig) -> list[Step]:
@@ -120,7 +145,10 @@ def augmentations(train: TrainConfig) -> list[Step]:
     steps: list[Step] = []
     if vocal_copies(train):
         steps.append(AlteredVocals(train.pitch_prob))
-    steps += [RemixSources(train.remix_prob), RandomGains(*train.gain_range)]
+    steps.append(RemixSources(train.remix_prob))
+    if train.extra_vocals:  # after the remix, which brings full-band sources it must cut
+        steps.append(ExtraVocals(train.extra_vocals_prob))
+    steps.append(RandomGains(*train.gain_range))
     if train.eq_db:
         steps.append(Equalizer(train.eq_db))
     return steps

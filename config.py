@@ -174,6 +174,10 @@ class TrainConfig:
     time_stretches: tuple[float, ...] = ()  # tempo factors (1.25: a quarter faster): copies of each track's
     # vocals played faster or slower at the same pitch (a phase vocoder), with remix, beside the pitch shifts
     pitch_prob: float = 0.5  # share of items whose vocals come from one of those copies (shifted or stretched)
+    extra_vocals: str = ""  # a MIR-1K folder: with remix, its training singers' voices sing over the
+    # training set's stems; their 16 kHz recordings hold nothing above 8 kHz, so such an item loses every
+    # source above 8 kHz (the loss learns nothing there from it, not that voices stop at 8 kHz)
+    extra_vocals_prob: float = 0.25  # share of items whose vocals come from `extra_vocals`
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
@@ -196,7 +200,7 @@ class TrainConfig:
             if getattr(self, name) and self.loss != "sdr":
                 raise InputError(f"train.{name}={getattr(self, name)} adds to the \"sdr\" loss only "
                                  f"(train.loss={self.loss})")
-        for name in ("remix_prob", "pitch_prob"):
+        for name in ("remix_prob", "pitch_prob", "extra_vocals_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be within [0, 1]")
         if any(not -12 <= s <= 12 for s in self.pitch_shifts):

@@ -246,7 +246,20 @@ class PatchDataset(Dataset):
                 self.index.extend((len(self.specs), s) for s in starts)
                 self.specs.append(spec[view])
                 self.altered.append([a[view] for a in altered])
+        self.extra: list[np.ndarray] = []  # per clip of `train.extra_vocals`: (2 re/im, bins, frames) float16
+        self.extra_bands: list[int] = []  # the bins each clip's recording holds (8 kHz at 16 kHz)
+        if remix and cfg.train.extra_vocals:
+            self.load_extra_vocals(load_tracks("mir1k", cfg.train.extra_vocals, "train"))
         self.rng = np.random.default_rng(cfg.train.seed)
+
+    def load_extra_vocals(self, tracks: list[Track]) -> None:
+        """The vocals of `tracks` (MIR-1K clips) as spectra of their own, for `augment.ExtraVocals`."""
+        for track in tracks:
+            _, vocals, rate = track.load()
+            self.extra.append(self.spectrogram(vocals.mean(0, keepdims=True), rate)[0])
+            self.extra_bands.append(min(self.audio.n_bins, STFT(self.audio, rate).n_fft // 2 + 1))
+        frames = np.array([spec.shape[-1] for spec in self.extra], dtype=float)
+        self.extra_weights = frames / frames.sum()  # each clip drawn by its length: every patch as likely
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
         """The track's spectra from one load: its sources (views, sources, 2 re/im, bins, frames)
@@ -312,6 +325,14 @@ class PatchDataset(Dataset):
             return None
         spec = self.altered[track][rng.integers(len(self.altered[track]))]
         return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))[0]
+
+    def extra_vocal_patch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int] | None:
+        if not self.extra:
+            return None
+        clip = int(rng.choice(len(self.extra), p=self.extra_weights))
+        spec = self.extra[clip][None]  # (1, 2, bins, frames)
+        return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))[0], \
+            self.extra_bands[clip]
 
     def __getitem__(self, i: int) -> Item:
         """Patch i of its track's sources, through the augmentation steps; mixing and normalization

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from audio import STFT, resample
-from augment import AlteredVocals, Equalizer, Item, RandomGains, RemixSources, augmentations, time_stretch
+from augment import AlteredVocals, Equalizer, ExtraVocals, Item, RandomGains, RemixSources, augmentations, time_stretch
 from config import Config, InputError, apply_overrides
 from data_generator import (
     PatchDataset,
@@ -368,12 +368,54 @@ def test_each_channel_of_a_stereo_track_trains_as_a_track_of_its_own():
     assert len(PatchDataset(tracks, each).specs) == 1  # validation: the channels' mean
 
 
+def made_mir1k(root, clips=2, seconds=3.0, rate=16000):
+    """A MIR-1K folder of a training singer's clips: left a quiet noise (accompaniment), right a
+    1 kHz tone (vocals)."""
+    wavfile = root / "Wavfile"
+    wavfile.mkdir(parents=True)
+    t = np.arange(int(seconds * rate)) / rate
+    for i in range(clips):
+        noise = 0.01 * np.random.default_rng(i).standard_normal(t.size)
+        sf.write(wavfile / f"abjones_1_{i:02d}.wav", np.stack([noise, 0.3 * np.sin(2 * np.pi * 1000 * t)], 1), rate)
+    return root
+
+
+def test_extra_vocals_sing_over_the_stems_with_nothing_above_their_band_to_learn(tmp_path):
+    """MIR-1K's 16 kHz voices in a 32 kHz training set: with train.extra_vocals_prob=1 every item's
+    vocals are theirs (a 1 kHz tone, where the set's own vocals are broadband noise) and every
+    source is cut at 8 kHz, so the loss does not depend on the mask above 8 kHz; at 0, nothing changes."""
+    audio = ["audio.sample_rate=32000", "audio.n_fft=2048", "audio.hop_length=512", "audio.model_bins=1024",
+             f"train.extra_vocals={made_mir1k(tmp_path / 'MIR-1K')}", "train.pitch_shifts="]
+    cfg = apply_overrides(Config(), [*audio, "train.extra_vocals_prob=1"])
+    data = PatchDataset(made_tracks(2, rate=32000), cfg, remix=True)
+    assert len(data.extra) == 2 and data.extra_bands == [513, 513]
+    items = [data[i] for i in range(6)]
+    for item in items:
+        power = item.sources[0].float().square().sum((0, 2))  # (bins,) of the vocals
+        assert power.argmax() == cfg.audio.bin_at(1000)  # the tone's bin: MIR-1K's vocals
+        assert item.sources[:, :, 513:].abs().max() == 0  # every source cut above 8 kHz
+    mix, voc = data.collate(items)
+    transform = STFT(cfg.audio)
+    mask = torch.full(mix.shape, 0.5)
+    changed = mask.clone()
+    changed[..., 513:, :] = 1.0
+    assert mask_loss(changed, mix, voc, "sdr", transform).item() == pytest.approx(
+        mask_loss(mask, mix, voc, "sdr", transform).item(), abs=1e-4)
+    plain = PatchDataset(made_tracks(2, rate=32000), apply_overrides(Config(), [*audio, "train.extra_vocals_prob=0"]),
+                         remix=True)
+    item = plain[0]
+    assert item.sources[0, :, 513:].abs().max() > 0  # the set's own broadband vocals, uncut
+    assert item.sources[0].float().square().sum((0, 2)).argmax() != cfg.audio.bin_at(1000)
+
+
 def test_augmentations_are_the_configured_steps_in_their_stated_order():
     train = apply_overrides(Config(), ["train.eq_db=3"]).train
     assert [type(step) for step in augmentations(train)] == [AlteredVocals, RemixSources, RandomGains, Equalizer]
     assert [type(step) for step in augmentations(apply_overrides(Config(), ["train.pitch_shifts="]).train)] == \
         [RemixSources, RandomGains]  # no altered copies, no equalizer: those steps are left out
     assert augmentations(apply_overrides(Config(), ["train.remix=false"]).train) == []
+    extra = apply_overrides(Config(), ["train.extra_vocals=somewhere"]).train
+    assert [type(step) for step in augmentations(extra)] == [AlteredVocals, RemixSources, ExtraVocals, RandomGains]
 
 
 def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
