@@ -225,7 +225,8 @@ class PatchDataset(Dataset):
     (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin, frame and
     source: in memory, or written once to `cache` and memory-mapped. With `remix`, items pass
     the steps of `augment.augmentations`, and the vocals are also kept altered (pitch shifts,
-    time stretches: the default four shifts triple the memory)."""
+    time stretches: the default four shifts triple the memory), beside the vocals of
+    `train.extra_vocals` (MIR-1K's training singers) where given."""
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:
         self.audio = cfg.audio
@@ -246,20 +247,21 @@ class PatchDataset(Dataset):
                 self.index.extend((len(self.specs), s) for s in starts)
                 self.specs.append(spec[view])
                 self.altered.append([a[view] for a in altered])
-        self.extra: list[np.ndarray] = []  # per clip of `train.extra_vocals`: (2 re/im, bins, frames) float16
-        self.extra_bands: list[int] = []  # the bins each clip's recording holds (8 kHz at 16 kHz)
-        if remix and cfg.train.extra_vocals:
-            self.load_extra_vocals(load_tracks("mir1k", cfg.train.extra_vocals, "train"))
+        extra = load_tracks("mir1k", cfg.train.extra_vocals, "train") if remix and cfg.train.extra_vocals else []
+        vocals = [self.mono_vocals(track) for track in extra]
+        self.extra = [spec for spec, _ in vocals]  # per clip of `train.extra_vocals`: (2 re/im, bins, frames)
+        self.extra_bands = [band for _, band in vocals]  # the bins each clip's recording holds
+        frames = np.array([spec.shape[-1] for spec in self.extra], dtype=float)
+        self.extra_weights = frames / max(frames.sum(), 1)  # each clip drawn by its length: every patch as likely
         self.rng = np.random.default_rng(cfg.train.seed)
 
-    def load_extra_vocals(self, tracks: list[Track]) -> None:
-        """The vocals of `tracks` (MIR-1K clips) as spectra of their own, for `augment.ExtraVocals`."""
-        for track in tracks:
-            _, vocals, rate = track.load()
-            self.extra.append(self.spectrogram(vocals.mean(0, keepdims=True), rate)[0])
-            self.extra_bands.append(min(self.audio.n_bins, STFT(self.audio, rate).n_fft // 2 + 1))
-        frames = np.array([spec.shape[-1] for spec in self.extra], dtype=float)
-        self.extra_weights = frames / frames.sum()  # each clip drawn by its length: every patch as likely
+    def mono_vocals(self, track: Track) -> tuple[np.ndarray, int]:
+        """A track's vocals (channels' mean) as spectra (2 re/im, bins, frames) float16 for
+        `augment.ExtraVocals`, and the bins its recording holds (a 16 kHz clip on the MUSDB18
+        recipe's grid: 513 of 1024, up to 8 kHz)."""
+        _, vocals, rate = track.load()
+        return self.spectrogram(vocals.mean(0, keepdims=True), rate)[0], \
+            min(self.audio.n_bins, STFT(self.audio, rate).n_fft // 2 + 1)
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
         """The track's spectra from one load: its sources (views, sources, 2 re/im, bins, frames)
