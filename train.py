@@ -272,9 +272,9 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
         if magnitude_weight:
             loss = loss + magnitude_weight * masked_magnitude_l1()
         first, weight = high_band
-        if weight:
-            high = (mask * mix, vocals, mix)
-            loss = loss - weight * waveform_sdr(transform, *(s[..., first:, :] for s in high), first).mean()
+        if weight:  # the same SDR of the bins from `first` up alone
+            band = (spec[..., first:, :] for spec in (mask * mix, vocals, mix))
+            loss = loss - weight * waveform_sdr(transform, *band, first).mean()
         return loss
     if kind == "mask":
         return (mask - oracle_mask(mix.abs(), vocals.abs())).abs().mean()
@@ -289,9 +289,8 @@ def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
     Bins below `first_bin` and above the given ones (a model that sees only the lowest
     `model_bins`) are zero in all three. Both energies get a floor of 1e-4 of the mixture's
     energy (-40 dB), so that a patch without vocals asks for a quiet estimate instead of an
-    infinite SDR. The inverse
-    STFT is linear, so the error's waveform is the inverse of the spectra's difference: only
-    that one is differentiated.
+    infinite SDR. The inverse STFT is linear, so the error's waveform is the inverse of the
+    spectra's difference: only that one is differentiated.
     """
     frames = estimate.shape[-1]
     missing = transform.n_fft // 2 + 1 - first_bin - estimate.shape[-2]
