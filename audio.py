@@ -167,10 +167,16 @@ class STFT:
                             center=True, length=length)  # (lead*, length)
         return audio.reshape(*lead, length)
 
+    @property
+    def held_bins(self) -> int:
+        """How many of the model's bins this rate holds: all of them, or at rates below the model's
+        those up to this rate's Nyquist frequency (a 16 kHz input on a 32 kHz model: half)."""
+        return min(self.model_bins, self.n_fft // 2 + 1)
+
     def model_band(self, spec: torch.Tensor) -> torch.Tensor:
         """The model's bins of a spectrum (..., bins, frames) -> (..., model_bins, frames), scaled
-        to the model's STFT; bins above the input's Nyquist frequency (low rates) are zero."""
-        band = spec[..., : self.model_bins, :] * self.gain
+        to the model's STFT; bins above the input's Nyquist frequency (`held_bins`) are zero."""
+        band = spec[..., : self.held_bins, :] * self.gain
         missing = self.model_bins - band.shape[-2]
         return torch.nn.functional.pad(band, (0, 0, 0, missing)) if missing > 0 else band
 

@@ -260,8 +260,7 @@ class PatchDataset(Dataset):
         `augment.ExtraVocals`, and the bins its recording holds (a 16 kHz clip on the MUSDB18
         recipe's grid: 513 of 1024, up to 8 kHz)."""
         _, vocals, rate = track.load()
-        return self.spectrogram(vocals.mean(0, keepdims=True), rate)[0], \
-            min(self.audio.n_bins, STFT(self.audio, rate).n_fft // 2 + 1)
+        return self.spectrogram(vocals.mean(0, keepdims=True), rate)[0], STFT(self.audio, rate).held_bins
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
         """The track's spectra from one load: its sources (views, sources, 2 re/im, bins, frames)
