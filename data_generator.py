@@ -311,6 +311,10 @@ class PatchDataset(Dataset):
         start = min(start, spec.shape[-1] - self.audio.patch_frames)
         return torch.from_numpy(np.array(spec[..., start:start + self.audio.patch_frames]))
 
+    def patch_anywhere(self, spec: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """`patch` of spectra (sources, 2, bins, frames) at a random first frame."""
+        return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))
+
     def patch_start(self, i: int, rng: np.random.Generator) -> tuple[int, int]:
         """(track, first frame) of patch i: on the grid of patch starts, or with remix and
         `train.random_offsets` anywhere up to the next start."""
@@ -324,16 +328,13 @@ class PatchDataset(Dataset):
     def altered_patch(self, track: int, rng: np.random.Generator) -> torch.Tensor | None:
         if not self.altered[track]:
             return None
-        spec = self.altered[track][rng.integers(len(self.altered[track]))]
-        return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))[0]
+        return self.patch_anywhere(self.altered[track][rng.integers(len(self.altered[track]))], rng)[0]
 
     def extra_vocal_patch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int] | None:
         if not self.extra:
             return None
         clip = int(rng.choice(len(self.extra), p=self.extra_weights))
-        spec = self.extra[clip][None]  # (1, 2, bins, frames)
-        return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))[0], \
-            self.extra_bands[clip]
+        return self.patch_anywhere(self.extra[clip][None], rng)[0], self.extra_bands[clip]
 
     def __getitem__(self, i: int) -> Item:
         """Patch i of its track's sources, through the augmentation steps; mixing and normalization
