@@ -6,11 +6,12 @@ in the order `augmentations` lists them (what the patch holds first, then its le
 2. `RemixSources`: each source but the vocals from a random place of a random other track;
 3. `ExtraVocals`: the vocals from another collection (MIR-1K's singers), the whole item cut to
    that collection's band;
-4. `RandomGains`: a gain per source;
-5. `Equalizer`: a smooth random equalizer per source.
+4. `SwapChannels`: with both channels (`train.channels=stereo`), left and right swapped per source;
+5. `RandomGains`: a gain per source;
+6. `Equalizer`: a smooth random equalizer per source.
 
-An `Item` is a patch of a track's sources as complex spectra (vocals first) and a gain per
-source (and bin); `PatchDataset.collate` forms the mixture, their gained sum, per batch. Mixing
+An `Item` is a patch of a track's sources as complex spectra (vocals first; one channel, or
+two) and a gain per source (and bin); `PatchDataset.collate` forms the mixture, their gained sum, per batch. Mixing
 complex spectra equals the STFT of the mixed waveforms, so no STFT runs per item.
 
     steps = augmentations(cfg.train)
@@ -32,7 +33,7 @@ from config import AudioConfig, TrainConfig
 
 @dataclass
 class Item:
-    """One training item: `sources` (sources, 2 re/im, bins, frames) float16, vocals first;
+    """One training item: `sources` (sources, C, 2 re/im, bins, frames) float16, vocals first;
     `gains` (sources, 1 or bins) float32; `track`, the track it was drawn from (whose altered
     vocals `AlteredVocals` takes)."""
 
@@ -45,15 +46,16 @@ class PatchPool(Protocol):
     """What the steps draw other material from (PatchDataset)."""
 
     def random_patch(self, source: int, rng: np.random.Generator) -> torch.Tensor:
-        """(2 re/im, bins, frames): a patch of that source from a random track and place."""
+        """(C, 2 re/im, bins, frames): a patch of that source from a random track and place."""
 
     def altered_patch(self, track: int, rng: np.random.Generator) -> torch.Tensor | None:
-        """(2 re/im, bins, frames): a random patch of a random altered copy of the track's vocals,
-        or None when it has none."""
+        """(C, 2 re/im, bins, frames): a random patch of a random altered copy of the track's
+        vocals, or None when it has none."""
 
     def extra_vocal_patch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int] | None:
-        """(2 re/im, bins, frames) of the extra vocals (`train.extra_vocals`) at a random place, and
-        the bins their recording holds; None when there are none."""
+        """(1, 2 re/im, bins, frames) of the extra vocals (`train.extra_vocals`, one channel: the
+        same in both of a stereo item) at a random place, and the bins their recording holds;
+        None when there are none."""
 
 
 @dataclass
@@ -103,6 +105,20 @@ class ExtraVocals:
 
 
 @dataclass
+class SwapChannels:
+    """With probability `prob` for each source, its left and right channels swapped: a source
+    panned left is as likely as one panned right, and remixed sources sit anywhere in the field."""
+
+    prob: float = 0.5
+
+    def __call__(self, item: Item, pool: PatchPool, rng: np.random.Generator) -> Item:
+        for source in range(len(item.sources)):
+            if rng.random() < self.prob:
+                item.sources[source] = item.sources[source].flip(0)  # (C, 2, bins, T): channels reversed
+        return item
+
+
+@dataclass
 class RandomGains:
     """Each source's gain multiplied by one drawn uniformly from [low, high]."""
 
@@ -135,7 +151,7 @@ class Equalizer:
         return item
 
 
-Step = AlteredVocals | RemixSources | ExtraVocals | RandomGains | Equalizer
+Step = AlteredVocals | RemixSources | ExtraVocals | SwapChannels | RandomGains | Equalizer
 
 
 def augmentations(train: TrainConfig) -> list[Step]:
@@ -148,6 +164,8 @@ def augmentations(train: TrainConfig) -> list[Step]:
     steps.append(RemixSources(train.remix_prob))
     if train.extra_vocals:  # after the remix, which brings full-band sources it must cut
         steps.append(ExtraVocals(train.extra_vocals_prob))
+    if train.channels == "stereo":
+        steps.append(SwapChannels())
     steps.append(RandomGains(*train.gain_range))
     if train.eq_db:
         steps.append(Equalizer(train.eq_db))

@@ -128,6 +128,9 @@ class ModelConfig:
     dropout: float = 0.5
     dropout_layers: int = 3  # the first decoder layers that use dropout
     input_power: float = 1.0  # the network sees magnitude ** input_power (< 1 compresses loud against quiet bins)
+    side_input: bool = False  # an input channel: the magnitude of the side signal (left - right) / 2,
+    # where a sound is panned (vocals mostly in the middle); needs training on both channels together
+    # (`train.channels=stereo`) and one mask for both (`separation.stereo=shared`); a mono song's side is 0
     bin_position: bool = False  # an input channel: each bin's height in the band (0 at DC, 1 at the top)
     inst_frequency: bool = False  # an input channel: where each bin's frequency lies against the bin's
     # centre (the phase advance between frames), weighted by its magnitude (data_generator.network_input)
@@ -164,8 +167,10 @@ class TrainConfig:
     remix_prob: float = 0.5
     remix_stems: bool = False  # with remix, the stems a dataset keeps apart (MUSDB18: drums, bass, other) are
     # sources of their own, each remixed from its own track and place with its own gain (source augmentation)
-    channels: str = "mean"  # training sources from the channels' mean ("mean"), or from each channel of
-    # a stereo track as a track of its own ("each": twice the mixes; validation stays on the mean)
+    channels: str = "mean"  # training sources from the channels' mean ("mean"), from each channel of
+    # a stereo track as a track of its own ("each": twice the mixes; validation stays on the mean), or
+    # from both channels together ("stereo": the network sees what separation shows it, the loss is the
+    # SDR over both channels, and with remix each source's channels are swapped half the time)
     random_offsets: bool = False  # with remix, training patches start anywhere within their hop, not on a grid
     gain_range: tuple[float, float] = (0.5, 1.5)  # random gain per source when remixing
     eq_db: float = 0.0  # when remixing, a random equalizer per source: smooth gains within +-eq_db dB (0: off)
@@ -195,7 +200,7 @@ class TrainConfig:
         fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
-        one_of("train.channels", self.channels, ("mean", "each"))
+        one_of("train.channels", self.channels, ("mean", "each", "stereo"))
         for name in ("magnitude_weight", "high_band_weight"):
             if getattr(self, name) and self.loss != "sdr":
                 raise InputError(f"train.{name}={getattr(self, name)} adds to the \"sdr\" loss only "
@@ -258,6 +263,9 @@ class Config:
         self.model.check(self.audio)
         self.train.check()
         self.separation.check()
+        if self.model.side_input and (self.train.channels != "stereo" or self.separation.stereo != "shared"):
+            raise InputError("model.side_input needs train.channels=stereo and separation.stereo=shared "
+                             "(a channel alone has no side)")
         if self.train.high_band_weight and not 0 < self.audio.bin_at(self.train.high_band_hz) < self.audio.n_bins:
             raise InputError(f"train.high_band_hz={self.train.high_band_hz:g}: not within the model's band "
                              f"(0 to {self.audio.n_bins * self.audio.sample_rate / self.audio.n_fft:g} Hz)")

@@ -56,7 +56,7 @@ class Track:
     stems: Callable[[], tuple[np.ndarray, int]] | None = None
 
 
-def spectra_key(track: Track, audio: AudioConfig, stems: bool = False, each_channel: bool = False) -> str | None:
+def spectra_key(track: Track, audio: AudioConfig, stems: bool = False, channels: str = "mean") -> str | None:
     """The cache name of a track's training spectra: a hash of its files (path, size, modification
     time) and of the settings that shape the spectra; None when the track names no files."""
     if not track.files:
@@ -66,10 +66,10 @@ def spectra_key(track: Track, audio: AudioConfig, stems: bool = False, each_chan
         for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             info = file.stat()
             stats.append((str(file.resolve()), info.st_size, info.st_mtime_ns))
-    # "views": the arrays carry a leading views axis (channels' mean, or each channel), which caches
-    # written before it do not have, so those are never read back
-    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames, "views",
-             *["stems"] * stems, *["each channel"] * each_channel)
+    # "views, channels": the arrays carry a leading views axis and a channels axis after the sources,
+    # which caches written before them do not have, so those are never read back
+    shape = (audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_bins, audio.patch_frames,
+             "views, channels", *["stems"] * stems, channels)
     return hashlib.sha1(repr((stats, shape)).encode()).hexdigest()[:24]
 
 
@@ -221,9 +221,10 @@ def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch
 
 class PatchDataset(Dataset):
     """Training patches: batches (`collate`) of normalized (mixture, vocals) complex spectra, each
-    (batch, 1, bins, patch_frames). Each track's mono sources are transformed once at its own rate
-    (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin, frame and
-    source: in memory, or written once to `cache` and memory-mapped. With `remix`, items pass
+    (batch, C, bins, patch_frames), C = 1 (the channels' mean, or each channel a track of its own)
+    or 2 (`train.channels=stereo`). Each track's sources are transformed once at its own rate
+    (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin, frame,
+    channel and source: in memory, or written once to `cache` and memory-mapped. With `remix`, items pass
     the steps of `augment.augmentations`, and the vocals are also kept altered (pitch shifts,
     time stretches: the default four shifts triple the memory), beside the vocals of
     `train.extra_vocals` (MIR-1K's training singers) where given."""
@@ -233,10 +234,12 @@ class PatchDataset(Dataset):
         self.random_offsets = remix and cfg.train.random_offsets
         self.steps = augmentations(cfg.train) if remix else []
         self.stems = remix and cfg.train.remix_stems
-        self.each_channel = remix and cfg.train.channels == "each"
+        # how a track's channels become training views: "each" (a view per channel) only with remix,
+        # validation stays on the mean; "stereo" both ways (the network reads both channels)
+        self.channels = cfg.train.channels if remix or cfg.train.channels == "stereo" else "mean"
         copies = vocal_copies(cfg.train) if remix else ()
-        self.specs: list[np.ndarray] = []  # per track: (sources, 2 re/im, bins, frames) float16, maybe memory-mapped
-        self.altered: list[list[np.ndarray]] = []  # per track: (1, 2 re/im, bins, frames) per copy of its vocals
+        self.specs: list[np.ndarray] = []  # per view: (sources, C, 2 re/im, bins, frames) float16, maybe memory-mapped
+        self.altered: list[list[np.ndarray]] = []  # per view: (1, C, 2 re/im, bins, frames) per copy of its vocals
         self.index: list[tuple[int, int]] = []  # (track, first frame) of each patch
         self.hop = cfg.audio.patch_hop(cfg.train.patch_overlap)
         for track in tracks:
@@ -249,46 +252,57 @@ class PatchDataset(Dataset):
                 self.altered.append([a[view] for a in altered])
         extra = load_tracks("mir1k", cfg.train.extra_vocals, "train") if remix and cfg.train.extra_vocals else []
         vocals = [self.mono_vocals(track) for track in extra]
-        self.extra = [spec for spec, _ in vocals]  # per clip of `train.extra_vocals`: (2 re/im, bins, frames)
+        self.extra = [spec for spec, _ in vocals]  # per clip of `train.extra_vocals`: (1, 2 re/im, bins, frames)
         self.extra_bands = [band for _, band in vocals]  # the bins each clip's recording holds
         frames = np.array([spec.shape[-1] for spec in self.extra], dtype=float)
         self.extra_weights = frames / max(frames.sum(), 1)  # each clip drawn by its length: every patch as likely
         self.rng = np.random.default_rng(cfg.train.seed)
 
     def mono_vocals(self, track: Track) -> tuple[np.ndarray, int]:
-        """A track's vocals (channels' mean) as spectra (2 re/im, bins, frames) float16 for
-        `augment.ExtraVocals`, and the bins its recording holds (a 16 kHz clip on the MUSDB18
+        """A track's vocals (channels' mean) as spectra (1 channel, 2 re/im, bins, frames) float16
+        for `augment.ExtraVocals`, and the bins its recording holds (a 16 kHz clip on the MUSDB18
         recipe's grid: 513 of 1024, up to 8 kHz)."""
         _, vocals, rate = track.load()
-        return self.spectrogram(vocals.mean(0, keepdims=True), rate)[0], STFT(self.audio, rate).held_bins
+        return self.spectrogram(vocals.mean(0)[None, None], rate)[0], STFT(self.audio, rate).held_bins
 
     def track_spectra(self, track: Track, copies: tuple[tuple[str, float], ...] = ()) -> list[np.ndarray]:
-        """The track's spectra from one load: its sources (views, sources, 2 re/im, bins, frames)
-        float16, the model's band of the STFTs of vocals and accompaniment (or, with
-        `train.remix_stems`, of each of the track's stems); then (views, 1, 2, bins, frames) per
-        altered copy of the vocals (`augment.vocal_copies`). One view, the channels' mean, or with
-        `train.channels="each"` one per channel."""
+        """The track's spectra from one load: its sources (views, sources, C, 2 re/im, bins,
+        frames) float16, the model's band of the STFTs of vocals and accompaniment (or, with
+        `train.remix_stems`, of each of the track's stems); then (views, 1, C, 2, bins, frames)
+        per altered copy of the vocals (`augment.vocal_copies`); the views are `views`'."""
         if self.stems and track.stems is not None:
             stems, rate = track.stems()  # (sources, channels, samples), vocals first
         else:
             mixture, vocals, rate = track.load()
             stems = np.stack([vocals, mixture - vocals])  # (2, channels, samples)
-        views = [stems[:, c] for c in range(stems.shape[1])] if self.each_channel else [stems.mean(1)]
+        views = self.views(stems, track.name)
         return [np.stack([self.spectrogram(sources, rate) for sources in views])] + [
-            np.stack([self.spectrogram(altered_vocals(sources[:1], rate, kind, amount, self.audio), rate)
+            np.stack([self.spectrogram(altered_vocals(sources[0], rate, kind, amount, self.audio)[None], rate)
                       for sources in views]) for kind, amount in copies]
 
+    def views(self, stems: np.ndarray, name: str) -> list[np.ndarray]:
+        """What training sees of a track's sources (sources, channels, samples): views (sources, C,
+        samples) of one channel, the channels' mean, or with `train.channels` "each" one view per
+        channel, with "stereo" one of both (a mono track in both channels: no side)."""
+        if self.channels == "each":
+            return [stems[:, c:c + 1] for c in range(stems.shape[1])]
+        if self.channels == "mean":
+            return [stems.mean(1, keepdims=True)]
+        if stems.shape[1] > 2:
+            raise InputError(f"{name}: {stems.shape[1]} channels; train.channels=stereo takes mono or stereo tracks")
+        return [np.repeat(stems, 2 // stems.shape[1], axis=1)]
+
     def spectrogram(self, sources: np.ndarray, rate: int) -> np.ndarray:
-        """(sources, samples) -> (sources, 2 re/im, bins, frames) float16: the model's band, >= one patch."""
+        """(sources, C, samples) -> (sources, C, 2 re/im, bins, frames) float16: the model's band, >= one patch."""
         transform = STFT(self.audio, rate)
-        spec = transform.model_band(transform(torch.from_numpy(sources)))  # (sources, bins, frames) complex
+        spec = transform.model_band(transform(torch.from_numpy(sources)))  # (sources, C, bins, frames) complex
         frames = max(spec.shape[-1], self.audio.patch_frames)
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
-        return torch.stack([spec.real, spec.imag], dim=1).half().numpy()
+        return torch.stack([spec.real, spec.imag], dim=2).half().numpy()
 
     def cached_spectra(self, track: Track, copies: tuple[tuple[str, float], ...], cache: Path) -> list[np.ndarray]:
         """`track_spectra`, memory-mapped from `cache`, written there first where absent."""
-        key = spectra_key(track, self.audio, self.stems and track.stems is not None, self.each_channel)
+        key = spectra_key(track, self.audio, self.stems and track.stems is not None, self.channels)
         if key is None:
             return self.track_spectra(track, copies)
         paths = [cache / f"{key}.npy"] + [cache / f"{key}-{kind}{amount:+g}.npy" for kind, amount in copies]
@@ -307,12 +321,12 @@ class PatchDataset(Dataset):
         return len(self.index)
 
     def patch(self, spec: np.ndarray, start: int) -> torch.Tensor:
-        """(sources, 2 re/im, bins, patch_frames) float16, copied out of spectra (sources, 2, bins, frames)."""
+        """(sources, C, 2 re/im, bins, patch_frames) float16, copied out of spectra (sources, C, 2, bins, frames)."""
         start = min(start, spec.shape[-1] - self.audio.patch_frames)
         return torch.from_numpy(np.array(spec[..., start:start + self.audio.patch_frames]))
 
     def patch_anywhere(self, spec: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """`patch` of spectra (sources, 2, bins, frames) at a random first frame."""
+        """`patch` of spectra (sources, C, 2, bins, frames) at a random first frame."""
         return self.patch(spec, int(rng.integers(spec.shape[-1] - self.audio.patch_frames + 1)))
 
     def patch_start(self, i: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -346,14 +360,15 @@ class PatchDataset(Dataset):
         return item
 
     def collate(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch of (mixture, vocals) complex spectra (batch, 1, bins, frames): the mixture is the sum
-        of the gained sources; both divided by the mixture's normalization scale."""
-        sources = torch.stack([item.sources for item in items]).float()  # (B, sources, 2 re/im, bins, T)
-        gains = torch.stack([item.gains for item in items]).unsqueeze(-1)  # (B, sources, 1 or bins, 1)
-        sources = torch.complex(sources[:, :, 0], sources[:, :, 1]) * gains  # (B, sources, bins, T)
-        vocals = sources[:, :1]  # (B, 1, bins, T)
-        mix = sources.sum(1, keepdim=True)  # complex sum = STFT of the sum
-        _, scale = normalize_patches(mix.abs(), self.audio.normalization)  # scale: (B, 1, 1, 1)
+        """Batch of (mixture, vocals) complex spectra (batch, C, bins, frames): the mixture is the sum
+        of the gained sources; both divided by the normalization scale of the mixture's magnitude as
+        the network sees it (the channels' mean)."""
+        sources = torch.stack([item.sources for item in items]).float()  # (B, sources, C, 2 re/im, bins, T)
+        gains = torch.stack([item.gains for item in items])[:, :, None, :, None]  # (B, sources, 1, 1 or bins, 1)
+        sources = torch.complex(sources[:, :, :, 0], sources[:, :, :, 1]) * gains  # (B, sources, C, bins, T)
+        vocals = sources[:, 0]  # (B, C, bins, T)
+        mix = sources.sum(1)  # (B, C, bins, T): complex sum = STFT of the sum
+        _, scale = normalize_patches(mix.abs().mean(1, keepdim=True), self.audio.normalization)  # (B, 1, 1, 1)
         return mix / scale, vocals / scale
 
 

@@ -49,8 +49,9 @@ def default_checkpoint(dataset: str | None = None) -> Path:
 
 @torch.inference_mode()
 def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
-    """Vocal mask (channels, bins, frames) for the model's band of a spectrogram of the same
-    shape: magnitudes, or complex where the network reads the phase (`model.inst_frequency`;
+    """Vocal mask (views, bins, frames) for the model's band of spectrograms (views, C, bins,
+    frames), each view C channels the network reads together (`network_input`): magnitudes,
+    or complex where the network reads the phase (`model.side_input`, `model.inst_frequency`;
     `transform`'s hop and FFT size tell `network_input` a bin's phase advance).
 
     The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
@@ -58,18 +59,19 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     """
     device = next(model.parameters()).device
     patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
-    patches = to_patches(spec, patch, hop)  # (C, n, bins, patch), magnitudes or complex
-    flat = patches.reshape(-1, 1, *patches.shape[-2:])  # (C*n, 1, bins, patch)
-    _, scale = normalize_patches(magnitude(flat), cfg.audio.normalization)  # (C*n, 1, 1, 1)
-    masks = torch.empty(flat.shape)
+    patches = to_patches(spec, patch, hop).movedim(-3, 1)  # (V, C, n, bins, patch) -> (V, n, C, bins, patch)
+    flat = patches.flatten(0, 1)  # (V*n, C, bins, patch)
+    _, scale = normalize_patches(magnitude(flat).mean(1, keepdim=True), cfg.audio.normalization)  # (V*n, 1, 1, 1)
+    masks = torch.empty(len(flat), 1, *flat.shape[-2:])  # (V*n, 1, bins, patch)
     batch = cfg.separation.batch_size
     dtype = autocast_dtype(device, "auto" if cfg.separation.bfloat16 else "float32")
     for i in range(0, len(flat), batch):
-        x = network_input(flat[i:i + batch] / scale[i:i + batch], transform, cfg.model)  # (b, 1 or 2, bins, patch)
+        x = network_input(flat[i:i + batch] / scale[i:i + batch], transform, cfg.model)  # (b, 1 to 3, bins, patch)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             masks[i:i + batch] = model(x).float().cpu()
-    return from_patches(masks.reshape(patches.shape), hop, spec.shape[-1], cfg.separation.blend)  # (C, bins, frames)
+    masks = masks.reshape(*patches.shape[:2], *masks.shape[-2:])  # (V, n, bins, patch)
+    return from_patches(masks, hop, spec.shape[-1], cfg.separation.blend)  # (V, bins, frames)
 
 
 def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:
@@ -149,15 +151,15 @@ HIGH_BAND: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
     """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
-    the model's mask of its band of the channels' mean magnitude (with the phase of their sum,
-    "shared") or of each channel ("each"), sharpened by `mask_power`, extended above the
-    model's band by the rule `high_band` (`extend_mask`)."""
+    the model's mask of its band of all channels ("shared": the network reads their mean
+    magnitude, and their side or phase where it reads those) or of each channel ("each"),
+    sharpened by `mask_power`, extended above the model's band by the rule `high_band`
+    (`extend_mask`)."""
     band = transform.model_band(spec)  # (C, model_bins, frames) complex
-    shared = cfg.separation.stereo == "shared"
-    mag = band.abs().mean(0, keepdim=True) if shared else band.abs()  # (1 or C, model_bins, frames)
-    if cfg.model.inst_frequency:  # the network reads the phase too (of the channels' sum, when shared)
-        mag = torch.polar(mag, (band.sum(0, keepdim=True) if shared else band).angle())
-    mask = predict_mask(model, mag, cfg, transform)  # (1 or C, model_bins, frames)
+    views = band[None] if cfg.separation.stereo == "shared" else band[:, None]  # (1, C, ...) or (C, 1, ...)
+    if not (cfg.model.side_input or cfg.model.inst_frequency):  # the channels' mean magnitude is all it reads
+        views = views.abs().mean(1, keepdim=True)  # (1 or C, 1, model_bins, frames)
+    mask = predict_mask(model, views, cfg, transform)  # (1 or C, model_bins, frames)
     mask = soft_mask(mask, cfg.separation.mask_power)
     return extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
 

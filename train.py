@@ -59,7 +59,7 @@ from config import RECIPES, REPO, AudioConfig, Config, InputError, Recipe, apply
 from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
-from unet_model import UNet, count_parameters, network_input, read_checkpoint, save_checkpoint
+from unet_model import UNet, count_parameters, load_starting_weights, network_input, read_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------- stopping
 
@@ -250,7 +250,8 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
               transform: STFT | None = None, magnitude_weight: float = 0.0,
               high_band: tuple[int, float] = (0, 0.0)) -> torch.Tensor:
     """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
-    the mixture and the vocals (complex, or magnitudes for "magnitude" and "mask").
+    the mixture and the vocals (B, C, bins, T) (complex, or magnitudes for "magnitude" and
+    "mask"); one mask serves every channel.
 
     "magnitude": mean L1 between the masked mixture and the vocals (Jansson et al.);
     "mask": mean L1 between the mask and the oracle mask;
@@ -283,8 +284,9 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
 
 def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
                  mixture: torch.Tensor, first_bin: int = 0) -> torch.Tensor:
-    """SDR (dB) per patch of complex spectra (B, 1, bins, T) of the STFT's bins from
-    `first_bin` up, taken back to waveforms.
+    """SDR (dB) per patch of complex spectra (B, C, bins, T) of the STFT's bins from
+    `first_bin` up, taken back to waveforms (energies summed over the C channels, as BSS Eval
+    scores a stereo image).
 
     Bins below `first_bin` and above the given ones (a model that sees only the lowest
     `model_bins`) are zero in all three. Both energies get a floor of 1e-4 of the mixture's
@@ -295,15 +297,14 @@ def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
     frames = estimate.shape[-1]
     missing = transform.n_fft // 2 + 1 - first_bin - estimate.shape[-2]
 
-    def waveform(spec: torch.Tensor) -> torch.Tensor:  # (N, 1, bins, T) -> (N, samples)
-        spec = torch.nn.functional.pad(spec.squeeze(1), (0, 0, first_bin, missing))  # (N, n_fft // 2 + 1, T)
-        return transform.inverse(spec, (frames - 1) * transform.hop)
+    def energy(spec: torch.Tensor) -> torch.Tensor:  # (N, C, bins, T) -> (N,): of the waveforms
+        spec = torch.nn.functional.pad(spec, (0, 0, first_bin, missing))  # (N, C, n_fft // 2 + 1, T)
+        return transform.inverse(spec, (frames - 1) * transform.hop).square().sum((-2, -1))  # of (N, C, samples)
 
     with torch.no_grad():
-        energies = waveform(torch.cat([target, mixture])).square().sum(-1)  # (2B,)
-    reference, mixed = energies.chunk(2)  # (B,) each
+        reference, mixed = energy(torch.cat([target, mixture])).chunk(2)  # (B,) each
     floor = 1e-4 * mixed
-    error = waveform(target - estimate).square().sum(-1)  # (B,)
+    error = energy(target - estimate)  # (B,)
     return 10 * torch.log10((reference + floor) / (error + floor))
 
 
@@ -402,9 +403,9 @@ class Trainer:
 
     def loss(self, model: nn.Module, mix: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
         """The loss of `model` (the one trained, or its weight average) on a batch of complex
-        spectra (B, 1, bins, T) (see `mask_loss`)."""
+        spectra (B, C, bins, T) (see `mask_loss`)."""
         mix, vocals = mix.to(self.device, non_blocking=True), vocals.to(self.device, non_blocking=True)
-        features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 or 2, bins, T), float32
+        features = network_input(mix, self.transform, self.cfg.model)  # (B, 1 to 3, bins, T), float32
         with autocast(self.device, self.dtype):
             mask = model(features.contiguous(memory_format=torch.channels_last))  # (B, 1, bins, T)
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform,
@@ -525,8 +526,9 @@ def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> 
     save_figure(fig, out_dir / "loss.png")
 
 
-# Settings a fine-tuned model may change: the rest of `audio` and `model` define what its weights mean.
-FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers"}
+# Settings a fine-tuned model may change (an added side input starts at zero weights:
+# `load_starting_weights`); the rest of `audio` and `model` define what its weights mean.
+FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers", "model.side_input"}
 # ... and these too, as long as bins keep their width in Hz and frames their duration: a
 # convolution's weights then mean the same anywhere in the band, however many bins it spans
 # (e.g. a 16 kHz model, n_fft 1024 / hop 256, fine-tuned at 32 kHz, 2048 / 512, up to 16 kHz).
@@ -650,7 +652,7 @@ def train(args: argparse.Namespace) -> Path:
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device, cache)
     model = UNet(cfg.model)
     if init:
-        model.load_state_dict(init["model"])
+        load_starting_weights(model, cfg.model, Config.from_dict(init["config"]).model, init["model"])
     model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))

@@ -1,13 +1,13 @@
 """The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net
 Convolutional Networks" (ISMIR 2017), and its checkpoints.
 
-Input: mixture patches as `network_input` gives them, (batch, 1, 513, 128)
-magnitudes (with `model.inst_frequency`, a second channel: each bin's instantaneous
-frequency); output: a vocal mask (batch, 1, 513, 128) in [0, 1]. Six encoder layers
-(Conv2d 5x5 stride 2, BatchNorm, LeakyReLU 0.2) halve both axes down to 8 x 2; six decoder
-layers (ConvTranspose2d 5x5 stride 2, BatchNorm, ReLU, dropout 0.5 on the first three) grow
-them back, each fed the matching encoder output (skip connection); the last one ends in a
-sigmoid.
+Input: mixture patches as `network_input` gives them, (batch, 1, 513, 128) magnitudes (with
+`model.side_input` and `model.inst_frequency`, more channels: the side signal's magnitude,
+each bin's instantaneous frequency); output: a vocal mask (batch, 1, 513, 128) in [0, 1].
+Six encoder layers (Conv2d 5x5 stride 2, BatchNorm, LeakyReLU 0.2) halve both axes down to
+8 x 2; six decoder layers (ConvTranspose2d 5x5 stride 2, BatchNorm, ReLU, dropout 0.5 on the
+first three) grow them back, each fed the matching encoder output (skip connection); the
+last one ends in a sigmoid.
 
 The 513th (Nyquist) bin: six stride-2 layers need a height divisible by 64, so the
 network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of bin
@@ -36,35 +36,52 @@ CHECKPOINT_FORMAT = 1
 
 
 def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> torch.Tensor:
-    """What the network sees of (normalized) spectra (N, 1, bins, T), complex (magnitudes do
-    where the phase is not read): (N, 1 or 2, bins, T).
+    """What the network sees of (normalized) spectra (N, C, bins, T) of C channels (1, or a
+    stereo pair), complex (magnitudes do where the phase is not read): (N, 1 to 3, bins, T).
 
-    Channel 0 is the magnitude. With `model.inst_frequency`, channel 1 is where each bin's
-    frequency lies against the bin's centre: the phase advance from the frame before, less
-    the advance of a tone at the centre (2 pi k hop / n_fft), wrapped to (-pi, pi] and divided
-    by pi, times the smaller magnitude of the two frames (0 in a patch's first frame). A
-    steady partial reads the same in every frame, a voice's vibrato and glides move, and bins
-    with nothing in them read about 0 instead of noise; magnitudes alone cannot say where
-    within a bin a partial lies (Muth et al., "Improving DNN-based music source separation
-    using phase features", 2018).
+    Channel 0 is the channels' mean magnitude. With `model.side_input`, the next is the
+    magnitude of the side signal, (left - right) / 2 (0 for one channel): a sound panned to
+    the middle, as vocals mostly are, has none, one spread across the stereo field has much.
+    With `model.inst_frequency`, the last is where each bin's frequency lies against the bin's
+    centre, read from the channels' sum: the phase advance from the frame before, less the
+    advance of a tone at the centre (2 pi k hop / n_fft), wrapped to (-pi, pi] and divided by
+    pi, times the smaller magnitude of the two frames (0 in a patch's first frame). A steady
+    partial reads the same in every frame, a voice's vibrato and glides move, and bins with
+    nothing in them read about 0 instead of noise; magnitudes alone cannot say where within a
+    bin a partial lies (Muth et al., "Improving DNN-based music source separation using phase
+    features", 2018).
     """
-    mag = magnitude(spec)
-    if not model.inst_frequency:
-        return mag
+    mag = magnitude(spec).mean(1, keepdim=True)  # (N, 1, bins, T)
+    features = [mag]
+    if model.side_input:
+        pair = spec.shape[1] == 2
+        features.append((spec[:, :1] - spec[:, 1:]).abs() / 2 if pair else torch.zeros_like(mag))
+    if model.inst_frequency:
+        features.append(instantaneous_frequency(spec.sum(1, keepdim=True), mag, transform))
+    return torch.cat(features, dim=1) if len(features) > 1 else mag
+
+
+def instantaneous_frequency(spec: torch.Tensor, mag: torch.Tensor, transform: STFT) -> torch.Tensor:
+    """(N, 1, bins, T) complex -> (N, 1, bins, T): `network_input`'s frequency channel, weighted by `mag`."""
     advance = spec[..., 1:] * spec[..., :-1].conj()  # (N, 1, bins, T - 1): phase step between frames
     bins = torch.arange(spec.shape[-2], device=spec.device)
     centre = torch.polar(torch.ones(spec.shape[-2], device=spec.device),  # (bins, 1): one step of each centre
                          -2 * math.pi * transform.hop / transform.n_fft * bins).unsqueeze(-1)
     deviation = (advance * centre).angle() / math.pi  # (N, 1, bins, T - 1) in (-1, 1]
     weighted = deviation * torch.minimum(mag[..., 1:], mag[..., :-1])  # quiet bins: about 0
-    return torch.cat([mag, torch.nn.functional.pad(weighted, (1, 0))], dim=1)  # (N, 2, bins, T)
+    return torch.nn.functional.pad(weighted, (1, 0))  # (N, 1, bins, T)
+
+
+def input_channels(model: ModelConfig) -> int:
+    """How many channels the network's first layer reads (`network_input`'s, and the bin position)."""
+    return 1 + model.side_input + model.inst_frequency + model.bin_position
 
 
 class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         k, pad = cfg.kernel_size, cfg.kernel_size // 2
-        widths = (1 + cfg.inst_frequency + cfg.bin_position, *cfg.channels)  # input channels first
+        widths = (input_channels(cfg), *cfg.channels)  # input channels first
         self.encoder = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=2, padding=pad),
                           nn.BatchNorm2d(c_out), nn.LeakyReLU(cfg.leaky_slope))
@@ -82,18 +99,20 @@ class UNet(nn.Module):
             self.decoder.append(nn.Sequential(*layer))
         self.multiple = 2 ** depth
         self.input_power = cfg.input_power
+        self.magnitudes = 1 + cfg.side_input  # the channels input_power applies to
         self.bin_position = cfg.bin_position
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, 1 or 2, bins, frames) `network_input` of the mixture (channel 0: its magnitude)
+        """(batch, 1 to 3, bins, frames) `network_input` of the mixture (channel 0: its magnitude)
         -> vocal mask (batch, 1, bins, frames)."""
         usable = features.shape[-2] - features.shape[-2] % self.multiple
-        x = features[..., :usable, :]  # (B, 1 or 2, 512, T)
+        x = features[..., :usable, :]  # (B, 1 to 3, 512, T)
         if self.input_power != 1.0:
-            x = torch.cat([x[:, :1].clamp_min(0).pow(self.input_power), x[:, 1:]], dim=1)
+            m = self.magnitudes
+            x = torch.cat([x[:, :m].clamp_min(0).pow(self.input_power), x[:, m:]], dim=1)
         if self.bin_position:  # convolutions are blind to where they are in frequency: tell them
             height = torch.linspace(0, 1, usable, device=x.device, dtype=x.dtype).view(1, 1, usable, 1)
-            x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2 or 3, 512, T)
+            x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2 to 4, 512, T)
         skips = []
         for layer in self.encoder:
             x = layer(x)  # (B, C_i, 512 / 2^i, T / 2^i): 16 x 256 x 64 ... 512 x 8 x 2
@@ -155,6 +174,20 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     return payload
+
+
+def load_starting_weights(model: UNet, cfg: ModelConfig, start: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+    """Load the weights of a checkpoint (trained with `start`) to train `model` (`cfg`) from. A
+    model that adds the side input (`model.side_input`) gets its first layer's weights for that
+    channel at 0: it starts out computing exactly what the checkpoint did, and learns to use the
+    side from there."""
+    if start.side_input and not cfg.side_input:
+        raise InputError("the checkpoint reads the side signal (model.side_input); this model does not")
+    if cfg.side_input and not start.side_input:
+        first = weights["encoder.0.0.weight"]  # (16, inputs, 5, 5); the side goes in as channel 1
+        weights = {**weights, "encoder.0.0.weight": torch.cat([first[:, :1], torch.zeros_like(first[:, :1]),
+                                                                first[:, 1:]], dim=1)}
+    model.load_state_dict(weights)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, Config]:

@@ -162,7 +162,7 @@ def test_collate_mixes_on_complex_spectra_applies_gains_and_normalizes_by_the_mi
     cfg = Config()
     data = PatchDataset(made_tracks(2), cfg)
     item = data[0]
-    vocals, accompaniment = item.sources
+    vocals, accompaniment = item.sources[:, 0]  # (2 re/im, bins, T) each: one channel, the mean
     item.gains = torch.tensor([[2.0], [0.5]])  # (sources, 1): one gain per source
     mix, voc = data.collate([item])
     assert mix.shape == voc.shape == (1, 1, 513, 128) and mix.is_complex()
@@ -249,12 +249,12 @@ def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
     data = PatchDataset(tracks, cfg, remix=True)
     bin_hz = rate / cfg.audio.n_fft
     for copy, shift in zip(data.altered[0], (-12, 7)):
-        assert copy.shape[:2] == (1, 2)  # vocals only
+        assert copy.shape[:3] == (1, 1, 2)  # vocals only, one channel
         assert copy.shape[-1] == pytest.approx(data.specs[0].shape[-1] / 2 ** (shift / 12), rel=0.05)
-        power = (copy[0].astype(np.float32) ** 2).sum(0).sum(-1)  # (bins,)
+        power = (copy[0, 0].astype(np.float32) ** 2).sum(0).sum(-1)  # (bins,)
         assert float(np.argmax(power) * bin_hz) == pytest.approx(440 * 2 ** (shift / 12), abs=bin_hz)
-    original = (data.specs[0][0].astype(np.float32) ** 2).sum(0).sum(-1)
-    peaks = [int(data[i % len(data)].sources[0].float().square().sum((0, 2)).argmax()) for i in range(200)]
+    original = (data.specs[0][0, 0].astype(np.float32) ** 2).sum(0).sum(-1)
+    peaks = [int(data[i % len(data)].sources[0, 0].float().square().sum((0, 2)).argmax()) for i in range(200)]
     share = np.mean([p != np.argmax(original) for p in peaks])
     assert 0.35 < share < 0.65
     assert PatchDataset(tracks, cfg).altered == [[], []]  # no copies without remixing (validation)
@@ -288,7 +288,7 @@ def test_time_stretched_copies_join_the_pitch_shifted_ones():
     frames = data.specs[0].shape[-1]
     assert shifted.shape[-1] == pytest.approx(frames / 2 ** (7 / 12), rel=0.05)
     assert stretched.shape[-1] == pytest.approx(frames / 0.8, rel=0.05)
-    peak = [int((spec[0].astype(np.float32) ** 2).sum(0).sum(-1).argmax()) for spec in (data.specs[0], stretched)]
+    peak = [int((spec[0, 0].astype(np.float32) ** 2).sum(0).sum(-1).argmax()) for spec in (data.specs[0], stretched)]
     assert peak[0] == peak[1]
     with pytest.raises(InputError, match="time_stretches"):
         apply_overrides(Config(), ["train.time_stretches=3"]).check()
@@ -306,7 +306,7 @@ def test_equalizer_gains_are_smooth_bounded_per_source_and_applied_per_bin():
     assert (db[..., 17:] - db[..., 16:-1]).abs().max() < 1.5  # smooth in octaves: from bin 16 (250 Hz)
     # up, under 1.5 dB from bin to bin
     item = data[0]
-    (vocals, accompaniment), gains = item.sources, item.gains
+    (vocals, accompaniment), gains = item.sources[:, 0], item.gains
     assert gains.shape == (2, 513)
     mix, voc = data.collate([item])
     v = torch.complex(vocals[0].float(), vocals[1].float()) * gains[0, :, None]  # (bins, frames)
@@ -357,9 +357,9 @@ def test_each_channel_of_a_stereo_track_trains_as_a_track_of_its_own():
     assert (len(per_channel.specs), len(per_channel)) == (2, 2 * len(averaged)) and len(averaged.specs) == 1
     transform = STFT(each.audio, rate)
 
-    def vocals_close_to(spec, signal):  # spec: (sources, 2 re/im, bins, frames) float16, vocals first
+    def vocals_close_to(spec, signal):  # spec: (sources, 1 channel, 2 re/im, bins, frames) float16, vocals first
         expected = transform(torch.from_numpy(signal))  # (bins, frames) complex
-        got = torch.complex(torch.from_numpy(spec[0, 0]).float(), torch.from_numpy(spec[0, 1]).float())
+        got = torch.complex(torch.from_numpy(spec[0, 0, 0]).float(), torch.from_numpy(spec[0, 0, 1]).float())
         return torch.allclose(got, expected, atol=2e-3 * expected.abs().max().item())
 
     assert all(vocals_close_to(spec, vocals[channel]) for channel, spec in enumerate(per_channel.specs))
@@ -391,9 +391,9 @@ def test_extra_vocals_sing_over_the_stems_with_nothing_above_their_band_to_learn
     assert len(data.extra) == 2 and data.extra_bands == [513, 513]
     items = [data[i] for i in range(6)]
     for item in items:
-        power = item.sources[0].float().square().sum((0, 2))  # (bins,) of the vocals
+        power = item.sources[0, 0].float().square().sum((0, 2))  # (bins,) of the vocals
         assert power.argmax() == cfg.audio.bin_at(1000)  # the tone's bin: MIR-1K's vocals
-        assert item.sources[:, :, 513:].abs().max() == 0  # every source cut above 8 kHz
+        assert item.sources[..., 513:, :].abs().max() == 0  # every source cut above 8 kHz
     mix, voc = data.collate(items)
     transform = STFT(cfg.audio)
     mask = torch.full(mix.shape, 0.5)
@@ -404,8 +404,8 @@ def test_extra_vocals_sing_over_the_stems_with_nothing_above_their_band_to_learn
     plain = PatchDataset(made_tracks(2, rate=32000), apply_overrides(Config(), [*audio, "train.extra_vocals_prob=0"]),
                          remix=True)
     item = plain[0]
-    assert item.sources[0, :, 513:].abs().max() > 0  # the set's own broadband vocals, uncut
-    assert item.sources[0].float().square().sum((0, 2)).argmax() != cfg.audio.bin_at(1000)
+    assert item.sources[0, ..., 513:, :].abs().max() > 0  # the set's own broadband vocals, uncut
+    assert item.sources[0, 0].float().square().sum((0, 2)).argmax() != cfg.audio.bin_at(1000)
 
 
 def test_augmentations_are_the_configured_steps_in_their_stated_order():
@@ -476,3 +476,64 @@ def test_an_unwritable_spectra_cache_is_one_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="cannot write the spectra cache"):
         PatchDataset(stem_folders(tmp_path / "songs", 1), Config(), cache=blocker / "cache")
+
+
+def test_side_input_reads_where_a_sound_is_panned():
+    """model.side_input: channel 1 is |left - right| / 2 of the pair: 0 for a sound in the middle,
+    half its magnitude for one in a single channel, 0 for a mono input; channel 0 stays the
+    channels' mean magnitude."""
+    cfg = apply_overrides(Config(), ["model.side_input=true", "train.channels=stereo"])
+    transform = STFT(cfg.audio)
+    rng = np.random.default_rng(0)
+    middle = torch.from_numpy(rng.standard_normal(16000).astype(np.float32))
+    left_only = torch.from_numpy(rng.standard_normal(16000).astype(np.float32))
+    pair = transform(torch.stack([middle + left_only, middle])[None])  # (1, 2, bins, frames)
+    features = network_input(pair, transform, cfg.model)
+    assert features.shape == (1, 2, *pair.shape[-2:])
+    assert torch.allclose(features[:, 0], pair.abs().mean(1))
+    assert torch.allclose(features[0, 1], transform(left_only).abs() / 2, atol=1e-4)
+    centred = network_input(transform(torch.stack([middle, middle])[None]), transform, cfg.model)
+    assert centred[:, 1].abs().max() < 1e-6
+    mono = network_input(transform(middle[None, None]), transform, cfg.model)
+    assert torch.equal(mono[:, 1], torch.zeros_like(mono[:, 1]))
+    with pytest.raises(InputError, match="side_input"):
+        apply_overrides(Config(), ["model.side_input=true"])  # trained on one channel: no side to read
+    with pytest.raises(InputError, match="side_input"):
+        apply_overrides(cfg, ["separation.stereo=each"])
+
+
+def test_stereo_items_keep_both_channels_swap_them_and_score_their_sum():
+    """train.channels=stereo: items hold both channels (training and validation), a mono track in
+    both; the batch is normalized by the channels' mean magnitude; with remix each source's
+    channels are swapped in about half the items; the SDR loss sums both channels' energies."""
+    rate, seconds = 16000, 3.0
+    rng = np.random.default_rng(0)
+    vocals = (0.1 * rng.standard_normal((2, int(seconds * rate)))).astype(np.float32)
+    vocals[1] *= 0.25  # louder on the left
+    accompaniment = (0.05 * rng.standard_normal((2, vocals.shape[1]))).astype(np.float32)
+    accompaniment[0] *= 0.25  # louder on the right
+    stereo = Track("stereo", lambda: (vocals + accompaniment, vocals, rate), lambda: seconds)
+    mono = Track("mono", lambda: (vocals[:1] + accompaniment[:1], vocals[:1], rate), lambda: seconds)
+    cfg = apply_overrides(Config(), ["train.channels=stereo", "train.pitch_shifts=", "train.remix_prob=0",
+                                     "train.gain_range=1,1"])
+    data = PatchDataset([stereo, mono], cfg, remix=True)
+    assert [spec.shape[:3] for spec in data.specs] == [(2, 2, 2), (2, 2, 2)]  # sources, channels, re/im
+    assert np.array_equal(data.specs[1][:, 0], data.specs[1][:, 1])  # mono: the same in both channels
+    assert PatchDataset([stereo], cfg).specs[0].shape[:3] == (2, 2, 2)  # validation: both channels too
+    louder = [int(item.sources[0, 0].float().square().sum() > item.sources[0, 1].float().square().sum())
+              for item in (data[0] for _ in range(200))]
+    assert 0.35 < np.mean(louder) < 0.65  # the vocals' louder channel is left about half the time
+    mix, voc = data.collate([data[i] for i in range(4)])
+    assert mix.shape == voc.shape == (4, 2, 513, 128)
+    assert torch.allclose(mix.abs().mean(1).amax((-2, -1)), torch.ones(4))  # the mean magnitude's peak is 1
+    transform = STFT(cfg.audio)
+    mask = torch.rand(4, 1, 513, 128)
+
+    def energy(spec):  # (4, 2, bins, T) -> (4,): both channels' waveforms
+        return transform.inverse(spec, 127 * transform.hop).square().sum((-2, -1))
+
+    floor = 1e-4 * energy(mix)
+    expected = 10 * torch.log10((energy(voc) + floor) / (energy(voc - mask * mix) + floor))
+    assert torch.allclose(waveform_sdr(transform, mask * mix, voc, mix), expected, atol=1e-3)
+    with pytest.raises(InputError, match="mono or stereo"):
+        PatchDataset([Track("5.1", lambda: (np.zeros((6, rate), np.float32),) * 2 + (rate,), lambda: 1.0)], cfg)

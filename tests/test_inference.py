@@ -14,10 +14,10 @@ from helpers import REPO, demo_gain_db, high_pass, run_main, shared_path, song, 
 
 import inference
 import separation
-from config import HIGH_BAND_RULES, Config, apply_overrides
+from config import HIGH_BAND_RULES, Config, InputError, apply_overrides
 from data_generator import load_tracks
 from separation import chunk_bounds, separate_array
-from unet_model import UNet, count_parameters, load_model, read_checkpoint, save_checkpoint
+from unet_model import UNet, count_parameters, load_model, load_starting_weights, read_checkpoint, save_checkpoint
 
 
 def separate(checkpoint, out_dir, *inputs, extra=()):
@@ -355,6 +355,41 @@ def test_the_network_sees_the_inst_frequency_of_the_mix_it_separates(tmp_path, s
     loud = features[:, 0, 100, 1:] > 0.5
     near = (bin_100[loud] - 0.3 * 0.5).abs() < 0.01  # 0.3 bins above the centre: 0.15
     assert loud.sum() > 100 and near.float().mean() > 0.9  # all but the tone's first and last frames
+
+
+def test_a_side_input_added_to_a_model_starts_out_separating_as_it_did(tmp_path):
+    """model.side_input added to a trained model (`load_starting_weights`: the side channel's
+    weights at 0): separation feeds the network the side of the song's pair, and the vocals
+    equal the model's without it; the side's weights then change what it hears; a model that
+    reads the side does not load into one that does not, and refuses a mask per channel."""
+    plain_cfg = apply_overrides(Config(), ["separation.bfloat16=false"])  # float32: the same sums, exactly
+    plain = UNet(plain_cfg.model)
+    torch.nn.init.normal_(plain.decoder[-1][0].weight, std=0.05)  # a mask that varies with the input
+    save_checkpoint(tmp_path / "plain.pt", plain, plain_cfg)
+    side_cfg = apply_overrides(plain_cfg, ["model.side_input=true", "train.channels=stereo"])
+    side = UNet(side_cfg.model)
+    load_starting_weights(side, side_cfg.model, plain_cfg.model, plain.state_dict())
+    assert side.encoder[0][0].weight[:, 1].abs().max() == 0
+    save_checkpoint(tmp_path / "side.pt", side, side_cfg)
+    audio = song(3.0, 44100, 2)
+    audio[1] = 0.5 * audio[1] + 0.2 * song(3.0, 44100, 1, seed=1)[0]  # the channels differ: a side to read
+    (plain_model, _), (side_model, cfg) = load_model(tmp_path / "plain.pt"), load_model(tmp_path / "side.pt")
+    seen = []
+    side_model.encoder[0][0].register_forward_pre_hook(lambda _, args: seen.append(args[0].float()))
+    vocals = separate_array(side_model, cfg, audio, 44100)
+    assert torch.cat(seen).shape[1] == 2 and torch.cat(seen)[:, 1].abs().max() > 0.05  # the side, normalized
+    assert np.abs(vocals - separate_array(plain_model, plain_cfg, audio, 44100)).max() < 1e-6
+    with torch.no_grad():
+        side.encoder[0][0].weight[:, 1] = 1.0
+    save_checkpoint(tmp_path / "side.pt", side, side_cfg)
+    hearing, _ = load_model(tmp_path / "side.pt")
+    assert np.abs(separate_array(hearing, cfg, audio, 44100) - vocals).max() > 0.01
+    with pytest.raises(InputError, match="side"):
+        load_starting_weights(UNet(plain_cfg.model), plain_cfg.model, side_cfg.model, side.state_dict())
+    code, _, err = run_main(inference.main, [str(write_wav(tmp_path / "s.wav", audio, 44100)), "--checkpoint",
+                                            str(tmp_path / "side.pt"), "--set", "separation.stereo=each",
+                                            "--out-dir", str(tmp_path / "out")])
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "side_input" in err
 
 
 def test_high_band_rules_fill_the_band_above_the_model_frame_by_frame():

@@ -312,11 +312,11 @@ def test_two_preview_songs_train_with_each_stem_remixed_in_seconds(tmp_path):
     cfg = apply_overrides(Config(), settings)
     tracks = load_tracks("musdb", tmp_path / "musdb", "train")
     data = PatchDataset(tracks, cfg, remix=True)
-    assert [spec.shape[:2] for spec in data.specs] == [(4, 2), (4, 2)]  # vocals, drums, bass, other
+    assert [spec.shape[:3] for spec in data.specs] == [(4, 1, 2), (4, 1, 2)]  # vocals, drums, bass, other
     item = data[0]
-    assert item.sources.shape == (4, 2, 768, 128) and item.gains.shape == (4, 1)
+    assert item.sources.shape == (4, 1, 2, 768, 128) and item.gains.shape == (4, 1)
     mix, vocals = data.collate([item])
-    sources = torch.complex(item.sources[:, 0].float(), item.sources[:, 1].float()) * item.gains[:, :, None]
+    sources = torch.complex(item.sources[:, 0, 0].float(), item.sources[:, 0, 1].float()) * item.gains[:, :, None]
     scale = sources.sum(0).abs().max()
     assert torch.allclose(mix[0, 0], sources.sum(0) / scale, atol=1e-5)  # the mixture: every gained stem
     assert torch.allclose(vocals[0, 0], sources[0] / scale, atol=1e-5)
@@ -372,3 +372,16 @@ def test_the_musdb_recipe_trains_end_to_end_on_made_stems_in_seconds(tmp_path):
     trained = train_the_musdb_recipe_one_epoch(tmp_path / "hq", tmp_path / "ck", "--is-wav")
     assert trained.train == train.build_config(train.parse_args(RECIPE_EPOCH)).train
 
+
+
+def test_the_recipe_with_the_side_input_trains_from_the_mir1k_model_on_made_stems(tmp_path):
+    """The recipe with both channels together and the side input (`train.channels=stereo
+    model.side_input=true`): it starts from the MIR-1K model (which reads no side), trains one
+    epoch to a finite validation loss, and the side channel's weights have moved off 0."""
+    (tmp_path / "hq").mkdir()
+    made_musdb_hq(tmp_path / "hq")
+    trained = train_the_musdb_recipe_one_epoch(tmp_path / "hq", tmp_path / "ck", "--is-wav", "--set",
+                                               "train.channels=stereo", "--set", "model.side_input=true")
+    assert (trained.train.channels, trained.model.side_input) == ("stereo", True)
+    weights = read_checkpoint(tmp_path / "ck" / "last.pt")["model"]["encoder.0.0.weight"]  # (16, 2, 5, 5)
+    assert weights.shape[1] == 2 and weights[:, 1].abs().max() > 0
