@@ -221,13 +221,13 @@ def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch
 
 class PatchDataset(Dataset):
     """Training patches: batches (`collate`) of normalized (mixture, vocals) complex spectra, each
-    (batch, C, bins, patch_frames), C = 1 (the channels' mean, or each channel a track of its own)
-    or 2 (`train.channels=stereo`). Each track's sources are transformed once at its own rate
-    (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin, frame,
-    channel and source: in memory, or written once to `cache` and memory-mapped. With `remix`, items pass
-    the steps of `augment.augmentations`, and the vocals are also kept altered (pitch shifts,
-    time stretches: the default four shifts triple the memory), beside the vocals of
-    `train.extra_vocals` (MIR-1K's training singers) where given."""
+    (batch, C, bins, patch_frames), C = 1 (the channels' mean, or each channel a track of its
+    own) or 2 (`train.channels=stereo`). Each track's sources are transformed once at its own
+    rate (`STFT`, the model's band) and kept as float16 complex spectra, 4 bytes per bin,
+    frame, channel and source: in memory, or written once to `cache` and memory-mapped. With
+    `remix`, items pass the steps of `augment.augmentations`, and the vocals are also kept
+    altered (pitch shifts, time stretches: the default four shifts triple the memory), beside
+    the vocals of `train.extra_vocals` (MIR-1K's training singers) where given."""
 
     def __init__(self, tracks: list[Track], cfg: Config, remix: bool = False, cache: Path | None = None) -> None:
         self.audio = cfg.audio
