@@ -11,8 +11,9 @@ in the order `augmentations` lists them (what the patch holds first, then its le
 6. `Equalizer`: a smooth random equalizer per source.
 
 An `Item` is a patch of a track's sources as complex spectra (vocals first; one channel, or
-two) and a gain per source (and bin); `PatchDataset.collate` forms the mixture, their gained sum, per batch. Mixing
-complex spectra equals the STFT of the mixed waveforms, so no STFT runs per item.
+two) and a gain per source (and bin); `PatchDataset.collate` forms the mixture, their gained
+sum, per batch. Mixing complex spectra equals the STFT of the mixed waveforms, so no STFT
+runs per item.
 
     steps = augmentations(cfg.train)
     for step in steps:

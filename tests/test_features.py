@@ -8,7 +8,17 @@ import soundfile as sf
 import torch
 
 from audio import STFT, resample
-from augment import AlteredVocals, Equalizer, ExtraVocals, Item, RandomGains, RemixSources, augmentations, time_stretch
+from augment import (
+    AlteredVocals,
+    Equalizer,
+    ExtraVocals,
+    Item,
+    RandomGains,
+    RemixSources,
+    SwapChannels,
+    augmentations,
+    time_stretch,
+)
 from config import Config, InputError, apply_overrides
 from data_generator import (
     PatchDataset,
@@ -416,6 +426,9 @@ def test_augmentations_are_the_configured_steps_in_their_stated_order():
     assert augmentations(apply_overrides(Config(), ["train.remix=false"]).train) == []
     extra = apply_overrides(Config(), ["train.extra_vocals=somewhere"]).train
     assert [type(step) for step in augmentations(extra)] == [AlteredVocals, RemixSources, ExtraVocals, RandomGains]
+    stereo = apply_overrides(Config(), ["train.channels=stereo", "train.eq_db=3"]).train
+    assert [type(step) for step in augmentations(stereo)] == [AlteredVocals, RemixSources, SwapChannels, RandomGains,
+                                                              Equalizer]
 
 
 def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
