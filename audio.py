@@ -24,6 +24,7 @@ import torch
 
 from config import AudioConfig, InputError
 
+EPS = 1e-8  # the smallest magnitude divided by
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf",
                     ".w64", ".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".mka"}
 
@@ -211,3 +212,13 @@ def header_seconds(path: Path) -> float:
     except (sf.SoundFileError, RuntimeError):
         return 0.0
 
+
+def normalize_patches(mag: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each (bins, frames) patch to peak 1 ("patch") or leave it ("none").
+
+    Returns the normalized patches and the per-patch scale they were divided by.
+    """
+    if mode == "none":
+        return mag, torch.ones_like(mag[..., :1, :1])
+    scale = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(EPS)  # (..., 1, 1)
+    return mag / scale, scale

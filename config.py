@@ -28,8 +28,16 @@ REPO = Path(__file__).resolve().parent  # the project's folder: pretrained/ and 
 class InputError(Exception):
     """A problem with what the user gave us (file, dataset, checkpoint, flag).
 
-    Scripts print it as one line on stderr and exit non-zero, without a traceback (`run_script`).
+    Scripts print it as one line on stderr and exit with `status`, without a traceback (`run_script`).
     """
+
+    status = 1
+
+
+class ModelFileError(InputError):
+    """A model file (checkpoint or ONNX) that cannot be used: missing, broken, foreign, mismatched."""
+
+    status = 2
 
 
 class Interrupted(BaseException):
@@ -71,14 +79,15 @@ def raise_interrupted(signum: int, frame: Any) -> None:
 
 
 def run_script(main: Callable[[], None]) -> None:
-    """Run a script's main(): an InputError ends it with one line on stderr and exit status 1;
+    """Run a script's main(): an InputError ends it with one line on stderr and exit status 1 (2 for
+    a model file that cannot be used);
     SIGINT or SIGTERM with one line saying what was interrupted and kept, and status 130 or 143."""
     try:
         with on_stop_signals(raise_interrupted):
             main()
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(err.status)
     except Interrupted as stop:
         print(f"interrupted by {stop}" + (f": {stop.kept}" if stop.kept else ""), file=sys.stderr)
         sys.exit(stop.status)
@@ -133,7 +142,7 @@ class ModelConfig:
     # (`train.channels=stereo`) and one mask for both (`separation.stereo=shared`); a mono song's side is 0
     bin_position: bool = False  # an input channel: each bin's height in the band (0 at DC, 1 at the top)
     inst_frequency: bool = False  # an input channel: where each bin's frequency lies against the bin's
-    # centre (the phase advance between frames), weighted by its magnitude (data_generator.network_input)
+    # centre (the phase advance between frames), weighted by its magnitude (unet_model.network_input)
 
     def check(self, audio: AudioConfig) -> None:
         positive("model", kernel_size=self.kernel_size, input_power=self.input_power,
@@ -163,6 +172,8 @@ class TrainConfig:
     magnitude_weight: float = 0.0  # with loss "sdr": plus this weight times the "magnitude" L1 (0: off)
     high_band_weight: float = 0.0  # with loss "sdr": plus this weight times minus the SDR of the band above (0: off)
     high_band_hz: float = 8000.0  # this frequency (the whole patch's SDR is ruled by the loud band below it)
+    high_band_pooled: bool = False  # that band's SDR of the whole batch (energies summed over its patches, as a
+    # song's SDR sums its frames), not a mean of each patch's (where a patch without voice there asks for silence)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     remix_stems: bool = False  # with remix, the stems a dataset keeps apart (MUSDB18: drums, bass, other) are
@@ -184,6 +195,8 @@ class TrainConfig:
     # source above 8 kHz (the loss learns nothing there from it, not that voices stop at 8 kHz)
     extra_vocals_prob: float = 0.25  # share of items whose vocals come from `extra_vocals`
     valid_tracks: int = 10  # held-out training tracks when the dataset has no valid split
+    all_tracks: bool = False  # train on the validation tracks too (a final model, once every choice is made
+    # on them): validation then measures tracks it trained on, so the last epoch is kept as best.pt too
     samples_per_epoch: int = 0  # 0: one pass over all training patches
     shuffle: bool = True
     data_workers: int = -1  # DataLoader worker processes; -1: none on CPU, 4 on CUDA
@@ -236,6 +249,9 @@ class SeparationConfig:
     # "whole-band" (the vocal share of the energy in that part of the model's band, per frame),
     # "top-bins" (the mean mask of the model's top 32 bins), "top-bin", "none" (band-limited vocals)
     mask_power: float = 1.0  # vocal mask m^p / (m^p + (1-m)^p): 1 = the network's mask, 2 = Wiener-like
+    high_mask_power: float = 1.0  # the vocal mask from high_mask_hz up raised to this power (< 1: more of that
+    # band to the vocals, where the network's mask falls short of the voice's sibilants and air); 1: unchanged
+    high_mask_hz: float = 8000.0
     batch_size: int = 16  # patches per forward pass
     bfloat16: bool = True  # bfloat16 autocast where the device computes it natively (AMX/AVX512-BF16, CUDA)
 
@@ -244,7 +260,8 @@ class SeparationConfig:
         one_of("separation.blend", self.blend, ("hann", "mean"))
         one_of("separation.stereo", self.stereo, ("shared", "each"))
         one_of("separation.high_band", self.high_band, HIGH_BAND_RULES)
-        positive("separation", mask_power=self.mask_power, batch_size=self.batch_size)
+        positive("separation", mask_power=self.mask_power, batch_size=self.batch_size,
+                 high_mask_power=self.high_mask_power, high_mask_hz=self.high_mask_hz)
 
 
 @dataclass

@@ -54,12 +54,12 @@ import torch
 from tqdm import tqdm
 
 from audio import read_audio
+from backends import BACKENDS, Network
 from bsseval import bss_eval_v4
 from config import Config, InputError, Interrupted, run_script
-from data_generator import Track, load_tracks
 from outputs import atomic_path, pyplot, save_figure, write_text
 from separation import OutputFiles, default_checkpoint, load_separator, separate_array
-from unet_model import UNet
+from tracks import Track, load_tracks
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 TARGETS = ("vocals", "accompaniment")
@@ -159,7 +159,7 @@ def score_job(job: Job, scorer: str, keep_estimates: bool) -> str:
 # ---------------------------------------------------------------- the run
 
 
-def separate_to_disk(model: UNet, cfg: Config, job: Job) -> None:
+def separate_to_disk(model: Network, cfg: Config, job: Job) -> None:
     """Separate a track and write its vocals and accompaniment (float wav, renamed when complete)."""
     mixture, _, rate = job.track.load()
     vocals = separate_array(model, cfg, mixture, rate)
@@ -167,7 +167,7 @@ def separate_to_disk(model: UNet, cfg: Config, job: Job) -> None:
         out.write(mixture, vocals)
 
 
-def run_jobs(model: UNet, cfg: Config, jobs: list[Job], scorer: str, workers: int,
+def run_jobs(model: Network, cfg: Config, jobs: list[Job], scorer: str, workers: int,
              keep_estimates: bool) -> Iterator[str]:
     """Separate (here) and score (in `workers` processes) every job; yields each JSON when done.
 
@@ -244,12 +244,11 @@ def scoring_workers(asked: int, tracks: list[Track], scorer: str, channels: int 
     return workers
 
 
-def model_fingerprint(model: UNet, cfg: Config) -> str:
+def model_fingerprint(network: Network, cfg: Config) -> str:
     """A digest of the weights and the settings that separate and score."""
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    for name, value in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for part in network.identity():
+        digest.update(part)
     return digest.hexdigest()
 
 
@@ -279,7 +278,7 @@ def claim_output(out: Path, score_dir: Path, checkpoint: str, fingerprint: str, 
         raise InputError(f"{out}: cannot create output folder ({err.strerror})") from None
 
 
-def scores_of(model: UNet, cfg: Config, tracks: list[Track], out: Path, score_dir: Path, scorer: str,
+def scores_of(model: Network, cfg: Config, tracks: list[Track], out: Path, score_dir: Path, scorer: str,
               workers: int, keep_estimates: bool) -> dict[str, str]:
     """JSON scores of every track by name: read back when on disk, else separated and scored."""
     jobs = [Job(t, out / "estimates" / t.name, score_dir / f"{t.name}.json") for t in tracks]
@@ -370,10 +369,10 @@ def plot_sdr(path: Path, tracks: pd.DataFrame, title: str) -> None:
 def evaluate_model(checkpoint: str | Path | None, dataset: str, root: str | None, subset: str = "test",
                    is_wav: bool = False, out_dir: str | Path | None = None, workers: int = 1,
                    tracks: int | None = None, device: str = "auto", overrides: list[str] = (),
-                   keep_estimates: bool = False, scorer: str = "fast") -> list[dict[str, Any]]:
-    """Separate and score a test set (MUSDB18-like sets by `scorer`: "fast" or "museval"; MIR-1K
-    by BSS Eval v3); writes the CSVs (and plot) and returns the summary rows."""
-    model, cfg = load_separator(checkpoint, device, list(overrides), dataset)
+                   keep_estimates: bool = False, scorer: str = "fast", backend: str = "torch") -> list[dict[str, Any]]:
+    """Separate (on `backend`) and score a test set (MUSDB18-like sets by `scorer`: "fast" or
+    "museval"; MIR-1K by BSS Eval v3); writes the CSVs (and plot) and returns the summary rows."""
+    model, cfg = load_separator(checkpoint, device, list(overrides), dataset, backend)
     out = Path(out_dir or f"results/eval/{dataset}-{subset}")
     selected = load_tracks(dataset, root, subset, is_wav)[:tracks]
     scorer = "mir1k" if dataset == "mir1k" else scorer
@@ -428,6 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-estimates", action="store_true", help="keep OUT/estimates/<track>/*.wav")
     p.add_argument("--tracks", type=int, help="only the first N tracks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="what runs the network (a .onnx --checkpoint always runs on onnxruntime)")
     p.add_argument("--scorer", default="fast", choices=["fast", "museval"],
                    help="BSS Eval v4 by bsseval.py (the same numbers, about 20x faster) or by museval itself "
                         "(musdb, stems, demo; MIR-1K is always scored with BSS Eval v3)")
@@ -443,7 +444,7 @@ def report(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise InputError(f"--workers {args.workers}: expected 0 (auto) or more")
     summary = evaluate_model(checkpoint, args.dataset, root, args.subset, args.is_wav, args.out_dir, args.workers,
-                             args.tracks, args.device, args.set, args.save_estimates, args.scorer)
+                             args.tracks, args.device, args.set, args.save_estimates, args.scorer, args.backend)
     print(format_summary(summary))
     scorer = "mir1k" if args.dataset == "mir1k" else args.scorer
     print(f"scores: {SCORER_NAMES[scorer]}; checkpoint: {checkpoint}; "

@@ -4,6 +4,9 @@
     python inference.py                     # a synthetic demo song, to try it out
     python inference.py songs/ other.flac --checkpoint checkpoints/best.pt --out-dir results/separated
     python inference.py song.wav --format flac --bits 24 --plot
+    python inference.py song.wav --backend onnxruntime       # the network on onnxruntime
+    python inference.py --export-onnx model.onnx             # the shipped model as ONNX (opset 17)
+    python inference.py song.wav --checkpoint model.onnx     # an exported model: onnxruntime
 
 For each input writes OUT/<file stem>/vocals.wav and accompaniment.wav at the input's
 sample rate and channel count (accompaniment = input - vocals, so the two add up to
@@ -28,11 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from audio import AudioFile, find_audio_files
-from config import Config, InputError, Interrupted, run_script
+from backends import BACKENDS, OPSET, Network, export_onnx
+from config import Config, InputError, Interrupted, apply_overrides, run_script
 from demo_data import make_demo
 from outputs import pyplot, save_figure
-from separation import SUBTYPES, TRAINED, OutputFiles, load_separator, separate_stream
-from unet_model import UNet
+from separation import SUBTYPES, TRAINED, OutputFiles, default_checkpoint, load_separator, separate_stream
+from unet_model import UNet, load_model, read_checkpoint
 
 
 def demo_song() -> Path:
@@ -42,7 +46,7 @@ def demo_song() -> Path:
     return song
 
 
-def separate_file(model: UNet, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
+def separate_file(model: UNet | Network, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
                   bits: str = "32f", plot: bool = False) -> list[Path]:
     """Separate one audio file into OUT/<stem>/{vocals,accompaniment}.<fmt>; returns the paths."""
     views: dict[str, Any] = {}
@@ -97,14 +101,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", default="wav", choices=["wav", "flac"])
     p.add_argument("--bits", choices=list(SUBTYPES), help="16, 24 or 32f (float); default 32f for wav, 24 for flac")
     p.add_argument("--plot", action="store_true", help="also write separation.png per song")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="what runs the network (a .onnx --checkpoint always runs on onnxruntime)")
+    p.add_argument("--export-onnx", metavar="MODEL.onnx",
+                   help="write the checkpoint's network (normalization, U-Net, mask) as ONNX and stop")
     p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
                    help="change how the model is applied, e.g. --set separation.mask_power=2")
     return p.parse_args(argv)
 
 
+def export(args: argparse.Namespace) -> None:
+    """Write the ONNX graph of --checkpoint's network (default: the model songs separate with)."""
+    source = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if source.suffix.lower() == ".onnx":
+        raise InputError(f"{source}: already an ONNX model; --export-onnx reads a .pt checkpoint")
+    if Path(args.export_onnx).suffix.lower() != ".onnx":
+        raise InputError(f"{args.export_onnx}: an ONNX model's name ends in .onnx")
+    model, cfg = load_model(source)
+    cfg = apply_overrides(cfg, args.set, sections=("separation",))
+    provenance = {**read_checkpoint(source).get("provenance", {}), "exported_from": str(source)}
+    try:
+        graph = export_onnx(model, cfg, args.export_onnx, provenance)
+    except OSError as err:
+        raise InputError(f"{args.export_onnx}: cannot write ({err.strerror})") from None
+    print(f"{source} -> {args.export_onnx} ({len(graph) / 2**20:.1f} MiB, float32, opset {OPSET})")
+
+
 def separate_files(args: argparse.Namespace) -> None:
     """Separate every input the flags name; exit status 1 when any of them could not be."""
-    model, cfg = load_separator(args.checkpoint, args.device, args.set)
+    model, cfg = load_separator(args.checkpoint, args.device, args.set, backend=args.backend)
     files = find_audio_files(args.inputs or [str(demo_song())])
     bits = args.bits or ("24" if args.format == "flac" else "32f")
     written, failures = 0, 0
@@ -124,8 +149,14 @@ def separate_files(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def run(args: argparse.Namespace) -> None:
+    if args.export_onnx and args.inputs:
+        raise InputError("--export-onnx writes a model and separates nothing: give it no INPUT")
+    (export if args.export_onnx else separate_files)(args)
+
+
 def main() -> None:
-    run_script(lambda: separate_files(parse_args()))
+    run_script(lambda: run(parse_args()))
 
 
 if __name__ == "__main__":

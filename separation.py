@@ -24,12 +24,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio import STFT, magnitude
-from config import REPO, Config, InputError, apply_overrides
-from data_generator import normalize_patches, patch_padding, to_patches
-from devices import autocast, autocast_dtype, pick_device
+from audio import STFT
+from backends import Network, as_network, load_network
+from config import REPO, Config, InputError
+from data_generator import patch_padding, to_patches
+from devices import pick_device
 from outputs import partial_path
-from unet_model import UNet, load_model, network_input
+from unet_model import UNet, network_input
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
@@ -47,8 +48,7 @@ def default_checkpoint(dataset: str | None = None) -> Path:
     return SHIPPED_MIR1K if dataset == "mir1k" else SHIPPED
 
 
-@torch.inference_mode()
-def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
+def predict_mask(model: UNet | Network, spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
     """Vocal mask (views, bins, frames) for the model's band of spectrograms (views, C, bins,
     frames), each view C channels the network reads together (`network_input`): magnitudes,
     or complex where the network reads the phase (`model.side_input`, `model.inst_frequency`;
@@ -57,21 +57,22 @@ def predict_mask(model: UNet, spec: torch.Tensor, cfg: Config, transform: STFT) 
     The spectrogram is cut into patches overlapping by `separation.patch_overlap`; the masks
     of the patches that cover a frame are blended (`from_patches`).
     """
-    device = next(model.parameters()).device
     patch, hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
     patches = to_patches(spec, patch, hop).movedim(-3, 1)  # (V, C, n, bins, patch) -> (V, n, C, bins, patch)
-    flat = patches.flatten(0, 1)  # (V*n, C, bins, patch)
-    _, scale = normalize_patches(magnitude(flat).mean(1, keepdim=True), cfg.audio.normalization)  # (V*n, 1, 1, 1)
-    masks = torch.empty(len(flat), 1, *flat.shape[-2:])  # (V*n, 1, bins, patch)
-    batch = cfg.separation.batch_size
-    dtype = autocast_dtype(device, "auto" if cfg.separation.bfloat16 else "float32")
-    for i in range(0, len(flat), batch):
-        x = network_input(flat[i:i + batch] / scale[i:i + batch], transform, cfg.model)  # (b, 1 to 3, bins, patch)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            masks[i:i + batch] = model(x).float().cpu()
+    masks = patch_masks(model, patches.flatten(0, 1), cfg, transform)  # (V*n, 1, bins, patch)
     masks = masks.reshape(*patches.shape[:2], *masks.shape[-2:])  # (V, n, bins, patch)
     return from_patches(masks, hop, spec.shape[-1], cfg.separation.blend)  # (V, bins, frames)
+
+
+def patch_masks(model: UNet | Network, patches: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
+    """Vocal masks (n, 1, bins, patch) of patches (n, C, bins, patch) as the STFT gives them, in
+    batches of `separation.batch_size` through the network (which normalizes each patch)."""
+    network = as_network(model, cfg)
+    masks = torch.empty(len(patches), 1, *patches.shape[-2:])  # (n, 1, bins, patch)
+    batch = cfg.separation.batch_size
+    for i in range(0, len(patches), batch):
+        masks[i:i + batch] = network(network_input(patches[i:i + batch], transform, cfg.model))
+    return masks
 
 
 def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:
@@ -149,22 +150,37 @@ HIGH_BAND: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def full_band_mask(model: UNet, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
+def full_band_mask(model: UNet | Network, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
     """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
-    the model's mask of its band of all channels ("shared": the network reads their mean
-    magnitude, and their side or phase where it reads those) or of each channel ("each"),
-    sharpened by `mask_power`, extended above the model's band by the rule `high_band`
-    (`extend_mask`)."""
-    band = transform.model_band(spec)  # (C, model_bins, frames) complex
+    the model's mask of `mask_views` (`predict_mask`), then `finish_mask`."""
+    views = mask_views(transform.model_band(spec), cfg)  # (1 or C, C or 1, model_bins, frames)
+    return finish_mask(predict_mask(model, views, cfg, transform), spec, cfg)  # (1 or C, bins, frames)
+
+
+def mask_views(band: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """What the network reads of the model's band (C, model_bins, frames) complex: one view of
+    all channels ("shared": the network reads their mean magnitude, and their side or phase
+    where it reads those) or a view per channel ("each") -> (views, C or 1, model_bins, frames)."""
     views = band[None] if cfg.separation.stereo == "shared" else band[:, None]  # (1, C, ...) or (C, 1, ...)
     if not (cfg.model.side_input or cfg.model.inst_frequency):  # the channels' mean magnitude is all it reads
         views = views.abs().mean(1, keepdim=True)  # (1 or C, 1, model_bins, frames)
-    mask = predict_mask(model, views, cfg, transform)  # (1 or C, model_bins, frames)
+    return views
+
+
+def finish_mask(mask: torch.Tensor, spec: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The model's mask (1 or C, model_bins, frames) of the frames of `spec` (C, bins, frames),
+    sharpened by `mask_power`, extended above the model's band by the rule `high_band`
+    (`extend_mask`), and from `high_mask_hz` up raised to `high_mask_power`: frame by frame,
+    so a stream finishes each frame once its mask is known."""
     mask = soft_mask(mask, cfg.separation.mask_power)
-    return extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
+    mask = extend_mask(mask, spec, cfg.separation.high_band)  # (1 or C, bins, frames)
+    if cfg.separation.high_mask_power == 1.0:
+        return mask
+    first = cfg.audio.bin_at(cfg.separation.high_mask_hz)  # every rate's STFT has the model's bin width
+    return torch.cat([mask[..., :first, :], mask[..., first:, :].pow(cfg.separation.high_mask_power)], dim=-2)
 
 
-def separate_block(model: UNet, cfg: Config, audio: np.ndarray, rate: int,
+def separate_block(model: UNet | Network, cfg: Config, audio: np.ndarray, rate: int,
                    views: dict[str, Any] | None = None) -> np.ndarray:
     """Vocals (channels, samples) of one block of audio at its own rate.
 
@@ -195,7 +211,7 @@ def chunk_bounds(length: int, rate: int, cfg: Config) -> tuple[list[int], int, i
     return np.linspace(0, length, n + 1).round().astype(int).tolist(), context, fade, grid
 
 
-def separate_stream(model: UNet, cfg: Config, read: Callable[[int, int], np.ndarray], length: int,
+def separate_stream(model: UNet | Network, cfg: Config, read: Callable[[int, int], np.ndarray], length: int,
                     rate: int, views: dict[str, Any] | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield consecutive (mixture, vocals) pieces that together cover samples [0, length).
@@ -220,10 +236,133 @@ def separate_stream(model: UNet, cfg: Config, read: Callable[[int, int], np.ndar
         tail = vocals[:, stop - fade - a: stop + fade - a] if stop < length else None
 
 
-def separate_array(model: UNet, cfg: Config, audio: np.ndarray, rate: int) -> np.ndarray:
+def separate_array(model: UNet | Network, cfg: Config, audio: np.ndarray, rate: int) -> np.ndarray:
     """Vocals (channels, samples) of a whole song held in memory."""
     pieces = separate_stream(model, cfg, lambda a, b: audio[:, a:b], audio.shape[1], rate)
     return np.concatenate([vocals for _, vocals in pieces], axis=1)
+
+
+def stream_latency(transform: STFT, patch: int, hop: int) -> int:
+    """Samples from a sample's arrival to the moment its vocals are final in `StreamSeparator`:
+    its last frame's mask waits for the last patch that covers that frame, and the patch for its
+    own last frame's samples. The wait repeats with each patch hop; its longest is the latency."""
+    n_fft, step, left = transform.n_fft, transform.hop, patch - hop
+    s = np.arange(hop * step)  # one period of the patch grid, in samples
+    last_frame = (s + n_fft // 2) // step  # the last frame whose window holds sample s
+    last_patch = (last_frame + left) // hop  # the last patch that covers that frame
+    needed = (last_patch * hop - left + patch - 1) * step + n_fft - n_fft // 2  # samples it needs
+    return int((needed - s - 1).max())
+
+
+class StreamSeparator:
+    """Separation of a live stream: blocks of samples in, blocks of vocals and accompaniment of
+    the same length out, `latency` samples late (zeros before the stream's start).
+
+        stream = StreamSeparator(network, cfg, 44100, 2)
+        for block in blocks:                        # (channels, any length) float32
+            vocals, accompaniment = stream.process(block)
+        vocals, accompaniment = stream.flush()      # the last `latency` samples
+
+    Each STFT frame, patch mask and inverse-STFT frame is computed once, on the grid of the
+    whole stream: the outputs, less their first `latency` samples, equal separating the stream
+    in one piece (and so `separate_array` away from its 30-s cross-fades). The latency, about
+    one patch plus one FFT window (`stream_latency`: 2.1 s for the shipped model at 44.1 kHz),
+    does not depend on the block size.
+    """
+
+    def __init__(self, model: UNet | Network, cfg: Config, rate: int, channels: int) -> None:
+        self.network, self.cfg, self.channels = as_network(model, cfg), cfg, channels
+        self.transform = transform = STFT(cfg.audio, rate)
+        self.patch, self.hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
+        self.left = self.patch - self.hop  # the zero frames before frame 0 (`patch_padding`)
+        self.weight = blend_window(self.patch, self.hop, cfg.separation.blend)
+        self.window = torch.hann_window(transform.n_fft)
+        self.latency = stream_latency(transform, self.patch, self.hop)
+        half = transform.n_fft // 2
+        self.audio = torch.zeros(channels, half)  # input from the next frame's first sample: the centred STFT's zeros
+        self.mixture = torch.zeros(channels, self.latency)  # the input, `latency` late
+        self.spec = torch.zeros(channels, half + 1, self.left, dtype=torch.complex64)  # frames from `spec_at`
+        self.spec_at = -self.left
+        self.masks = torch.zeros(1 if cfg.separation.stereo == "shared" else channels, transform.model_bins, 0)
+        self.norm = torch.zeros(0)  # the blended masks and their weights, frames from `spec_at`
+        self.sum, self.envelope = torch.zeros(channels, 0), torch.zeros(0)  # overlap-add, samples from `vocals_end`
+        self.vocals = torch.zeros(channels, 0)  # final vocals not yet given, up to sample `vocals_end`
+        self.vocals_end, self.received, self.given, self.patches = -half, 0, 0, 0
+
+    def process(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(channels, n) float32 -> vocals, accompaniment (channels, n), `latency` samples late."""
+        if block.ndim != 2 or block.shape[0] != self.channels:
+            raise InputError(f"a block of shape {block.shape}: expected ({self.channels} channels, samples)")
+        x = torch.from_numpy(np.asarray(block, dtype=np.float32))
+        self.audio, self.mixture = torch.cat([self.audio, x], 1), torch.cat([self.mixture, x], 1)
+        self.received += x.shape[1]
+        self.advance((self.audio.shape[1] - self.transform.n_fft) // self.transform.hop + 1)
+        return self.give(x.shape[1])
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stream has ended: its last `latency` samples of vocals and accompaniment."""
+        frames = self.received // self.transform.hop + 1  # the frames of the whole stream's centred STFT
+        self.audio = torch.nn.functional.pad(self.audio, (0, self.transform.n_fft))  # zeros after the end
+        self.advance(frames - self.spec_at - self.spec.shape[-1], last=None)
+        self.spec = torch.nn.functional.pad(self.spec, (0, patch_padding(frames, self.patch, self.hop)[1]))
+        self.advance(0, last=frames)
+        self.vocals = torch.cat([self.vocals, self.sum / self.envelope.clamp_min(1e-11)], 1)  # no frame follows
+        return self.give(self.latency)
+
+    def advance(self, frames: int, last: int | None = None) -> None:
+        """STFT the next `frames` frames, mask every patch they complete, and overlap-add the frames
+        whose mask no later patch changes (at the stream's end: every frame before `last`)."""
+        n_fft, step = self.transform.n_fft, self.transform.hop
+        if frames > 0:
+            new = torch.stft(self.audio[:, :(frames - 1) * step + n_fft], n_fft, step, window=self.window,
+                             center=False, return_complex=True)  # (C, bins, frames)
+            self.spec, self.audio = torch.cat([self.spec, new], -1), self.audio[:, frames * step:]
+        while self.patches * self.hop - self.left + self.patch <= self.spec_at + self.spec.shape[-1]:
+            self.add_patch()
+        self.finish_frames(self.patches * self.hop - self.left if last is None else last)
+
+    def add_patch(self) -> None:
+        """Mask the next patch of the grid and blend it in, as `from_patches` does a whole song's."""
+        first = self.patches * self.hop - self.left - self.spec_at
+        band = self.transform.model_band(self.spec[..., first:first + self.patch])  # (C, model_bins, patch)
+        mask = patch_masks(self.network, mask_views(band, self.cfg), self.cfg, self.transform)[:, 0]
+        grow = first + self.patch - self.norm.shape[0]
+        self.masks, self.norm = (torch.nn.functional.pad(t, (0, grow)) for t in (self.masks, self.norm))
+        self.masks[..., first:first + self.patch] += mask * self.weight  # (views, model_bins, patch)
+        self.norm[first:first + self.patch] += self.weight
+        self.patches += 1
+
+    def finish_frames(self, end: int) -> None:
+        """Overlap-add the vocals of the frames before `end` (the padding before frame 0 adds
+        nothing), as the inverse STFT does; the samples no later frame reaches become final."""
+        count, skip = end - self.spec_at, max(0, -self.spec_at)
+        if count <= skip:
+            return
+        step, n_fft = self.transform.hop, self.transform.n_fft
+        spec = self.spec[..., skip:count]  # (C, bins, frames)
+        mask = finish_mask(self.masks[..., skip:count] / self.norm[skip:count], spec, self.cfg)
+        frames = torch.fft.irfft(spec * mask, n=n_fft, dim=-2) * self.window[:, None]  # (C, n_fft, frames)
+        grow = (frames.shape[-1] - 1) * step + n_fft - self.envelope.shape[0]
+        self.sum, self.envelope = (torch.nn.functional.pad(t, (0, max(0, grow))) for t in (self.sum, self.envelope))
+        for j in range(frames.shape[-1]):
+            self.sum[:, j * step:j * step + n_fft] += frames[..., j]
+            self.envelope[j * step:j * step + n_fft] += self.window.square()
+        done = frames.shape[-1] * step  # the next frame starts there
+        self.vocals = torch.cat([self.vocals, self.sum[:, :done] / self.envelope[:done].clamp_min(1e-11)], 1)
+        self.sum, self.envelope, self.vocals_end = self.sum[:, done:], self.envelope[done:], self.vocals_end + done
+        self.vocals = self.vocals[:, max(0, self.vocals.shape[1] - self.vocals_end):]  # samples before 0: padding
+        self.spec, self.masks, self.norm = self.spec[..., count:], self.masks[..., count:], self.norm[count:]
+        self.spec_at += count
+
+    def give(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next n output samples: the vocals `latency` late, and the delayed input less them."""
+        lead = min(n, max(0, self.latency - self.given))  # before the stream's first sample: zeros
+        vocals, self.vocals = self.vocals[:, :n - lead], self.vocals[:, n - lead:]
+        assert vocals.shape[1] == n - lead, "stream_latency is shorter than the wait for final vocals"
+        vocals = torch.nn.functional.pad(vocals, (lead, 0))
+        mixture, self.mixture = self.mixture[:, :n], self.mixture[:, n:]
+        self.given += n
+        return vocals.numpy(), (mixture - vocals).numpy()
 
 
 class OutputFiles:
@@ -280,12 +419,11 @@ class OutputFiles:
 
 
 def load_separator(checkpoint: str | Path | None, device: str, overrides: list[str],
-                   dataset: str | None = None) -> tuple[UNet, Config]:
-    """The checkpoint's model (None: `default_checkpoint` for `dataset`, named on stderr) and
-    config, with separation overrides applied."""
+                   dataset: str | None = None, backend: str = "torch") -> tuple[Network, Config]:
+    """The network of a checkpoint or exported .onnx file (None: `default_checkpoint` for
+    `dataset`, named on stderr) on `backend`, and its config with separation overrides applied."""
     if checkpoint is None:
         checkpoint = default_checkpoint(dataset)
         shipped = checkpoint in (SHIPPED, SHIPPED_MIR1K)
         print(f"model: {checkpoint}" + (" (a shipped model)" if shipped else ""), file=sys.stderr)
-    model, cfg = load_model(checkpoint, pick_device(device))
-    return model, apply_overrides(cfg, overrides, sections=("separation",))
+    return load_network(checkpoint, pick_device(device), backend, overrides)

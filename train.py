@@ -54,11 +54,13 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from audio import STFT
+from audio import EPS, STFT
 from config import RECIPES, REPO, AudioConfig, Config, InputError, Recipe, apply_overrides, on_stop_signals, run_script
-from data_generator import EPS, PatchDataset, make_demo, train_valid_tracks, worker_seed
+from data_generator import PatchDataset, worker_seed
+from demo_data import make_demo
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
+from tracks import train_valid_tracks
 from unet_model import UNet, count_parameters, load_starting_weights, network_input, read_checkpoint, save_checkpoint
 
 # ---------------------------------------------------------------- stopping
@@ -248,7 +250,7 @@ def oracle_mask(mix_mag: torch.Tensor, vocals_mag: torch.Tensor) -> torch.Tensor
 
 def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind: str,
               transform: STFT | None = None, magnitude_weight: float = 0.0,
-              high_band: tuple[int, float] = (0, 0.0)) -> torch.Tensor:
+              high_band: tuple[int, float, bool] = (0, 0.0, False)) -> torch.Tensor:
     """The training loss for a batch of masks (B, 1, bins, T) and the (normalized) spectra of
     the mixture and the vocals (B, C, bins, T) (complex, or magnitudes for "magnitude" and
     "mask"); one mask serves every channel.
@@ -258,8 +260,9 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
     "sdr": minus the mean SDR (dB) of the masked mixture, taken back to a waveform with the
     mixture's phase through `transform`'s inverse STFT, against the vocals' waveform: the
     quantity BSS Eval scores, phase and overlap-add included; plus `magnitude_weight` times
-    the "magnitude" loss, and `high_band` = (first bin, weight) the weight times minus the SDR
-    of the bins from the first up, when those weights are not 0. A patch's SDR is a ratio of
+    the "magnitude" loss, and `high_band` = (first bin, weight, pooled) the weight times minus
+    the SDR of the bins from the first up (of the whole batch where pooled), when those weights
+    are not 0. A patch's SDR is a ratio of
     energies that the loud low band rules; the band above 8 kHz (sibilants, breath, air) holds
     a small share of a voice's energy and would otherwise be left to the accompaniment.
     """
@@ -272,10 +275,10 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
         loss = -waveform_sdr(transform, mask * mix, vocals, mix).mean()
         if magnitude_weight:
             loss = loss + magnitude_weight * masked_magnitude_l1()
-        first, weight = high_band
+        first, weight, pooled = high_band
         if weight:  # the same SDR of the bins from `first` up alone
             band = (spec[..., first:, :] for spec in (mask * mix, vocals, mix))
-            loss = loss - weight * waveform_sdr(transform, *band, first).mean()
+            loss = loss - weight * waveform_sdr(transform, *band, first, pooled).mean()
         return loss
     if kind == "mask":
         return (mask - oracle_mask(mix.abs(), vocals.abs())).abs().mean()
@@ -283,7 +286,7 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
 
 
 def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
-                 mixture: torch.Tensor, first_bin: int = 0) -> torch.Tensor:
+                 mixture: torch.Tensor, first_bin: int = 0, pooled: bool = False) -> torch.Tensor:
     """SDR (dB) per patch of complex spectra (B, C, bins, T) of the STFT's bins from
     `first_bin` up, taken back to waveforms (energies summed over the C channels, as BSS Eval
     scores a stereo image).
@@ -291,8 +294,11 @@ def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
     Bins below `first_bin` and above the given ones (a model that sees only the lowest
     `model_bins`) are zero in all three. Both energies get a floor of 1e-4 of the mixture's
     energy (-40 dB), so that a patch without vocals asks for a quiet estimate instead of an
-    infinite SDR. The inverse STFT is linear, so the error's waveform is the inverse of the
-    spectra's difference: only that one is differentiated.
+    infinite SDR. With `pooled`, one SDR of the whole batch (energies summed over its patches,
+    shape (1,)): patches count by their vocals' energy, as in a whole song's SDR, instead of a
+    patch whose band holds no voice asking for silence as loudly as one full of it. The
+    inverse STFT is linear, so the error's waveform is the inverse of the spectra's difference:
+    only that one is differentiated.
     """
     frames = estimate.shape[-1]
     missing = transform.n_fft // 2 + 1 - first_bin - estimate.shape[-2]
@@ -305,6 +311,8 @@ def waveform_sdr(transform: STFT, estimate: torch.Tensor, target: torch.Tensor,
         reference, mixed = energy(torch.cat([target, mixture])).chunk(2)  # (B,) each
     floor = 1e-4 * mixed
     error = energy(target - estimate)  # (B,)
+    if pooled:
+        reference, error, floor = reference.sum(0, keepdim=True), error.sum(0, keepdim=True), floor.sum(0, keepdim=True)
     return 10 * torch.log10((reference + floor) / (error + floor))
 
 
@@ -341,65 +349,22 @@ class WeightAverage:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, model: nn.Module, device: torch.device, rank: int,
-                 out_dir: Path, max_minutes: float | None, precision: str) -> None:
-        self.cfg, self.device, self.rank, self.out_dir = cfg, device, rank, out_dir
-        self.model = model
+    """The arithmetic of training: the loss of a batch, an optimizer step (AdamW, bfloat16
+    autocast where native, a weight average riding along), validation; the state --resume needs."""
+
+    def __init__(self, cfg: Config, model: nn.Module, device: torch.device, precision: str) -> None:
+        self.cfg, self.device, self.model = cfg, device, model
         self.net = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
         # what is validated and saved: the weight average when there is one, else the trained weights
         self.average = WeightAverage(self.net, cfg.train.ema) if cfg.train.ema else None
         self.kept = self.average.model if self.average else self.net
         self.transform = STFT(cfg.audio)  # the "sdr" loss inverts the model's STFT
-        self.high_band = (cfg.audio.bin_at(cfg.train.high_band_hz), cfg.train.high_band_weight)
+        self.high_band = (cfg.audio.bin_at(cfg.train.high_band_hz), cfg.train.high_band_weight,
+                          cfg.train.high_band_pooled)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,  # AdamW: the decay is not
                                            weight_decay=cfg.train.weight_decay)  # scaled by Adam's step sizes
         self.dtype = autocast_dtype(device, precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-        self.budget = max_minutes * 60 if max_minutes else None
-        self.stop = StopRequest()
-        self.requested = False  # a stop was asked for, on any process
-        self.history: list[dict[str, float]] = []
-        self.epoch = 0
-        self.elapsed = 0.0  # training seconds in earlier runs (resume)
-        self.best = math.inf
-
-    def state(self) -> dict[str, Any]:
-        state = {"epoch": self.epoch, "optimizer": self.optimizer.state_dict(), "history": self.history,
-                 "elapsed": self.elapsed, "best": self.best, "scaler": self.scaler.state_dict()}
-        if self.average:  # the checkpoint's "model" is the average; --resume needs the trained weights too
-            state.update(trained_model=self.net.state_dict(), average_steps=self.average.steps)
-        return state
-
-    def resume(self, path: Path) -> None:
-        payload = read_checkpoint(path, self.device)
-        if Config.from_dict(payload["config"]) != self.cfg:
-            raise InputError(f"{path}: trained with another config; resume with the same flags")
-        self.net.load_state_dict(payload.get("trained_model", payload["model"]))
-        if self.average:
-            self.average.model.load_state_dict(payload["model"])
-            self.average.steps = payload.get("average_steps", 0)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.epoch, self.history = payload["epoch"], payload["history"]
-        self.elapsed, self.best = payload["elapsed"], payload["best"]
-
-    def progress(self, started: float, step: int, steps_per_epoch: int) -> float:
-        """Share of the run done: by epochs, by the wall-clock budget, whichever is further."""
-        epochs = self.cfg.train.epochs
-        by_epochs = (self.epoch + step / steps_per_epoch) / epochs if epochs else 0.0
-        if self.budget is None:
-            return by_epochs
-        return max(by_epochs, (self.elapsed + time.time() - started) / self.budget)
-
-    def epochs_left(self) -> bool:
-        return not self.cfg.train.epochs or self.epoch < self.cfg.train.epochs
-
-    def should_stop(self, started: float) -> bool:
-        """Out of time or asked to stop, on any process: decided together, so every rank stops at
-        the same step (a rank that left alone would leave the others waiting in a collective)."""
-        out_of_time = self.budget is not None and self.elapsed + time.time() - started >= self.budget
-        out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
-        return out_of_time or self.requested
 
     def loss(self, model: nn.Module, mix: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
         """The loss of `model` (the one trained, or its weight average) on a batch of complex
@@ -411,7 +376,11 @@ class Trainer:
         return mask_loss(mask.float(), mix, vocals, self.cfg.train.loss, self.transform,
                          self.cfg.train.magnitude_weight, self.high_band)
 
-    def step(self, mix: torch.Tensor, vocals: torch.Tensor) -> float:
+    def step(self, mix: torch.Tensor, vocals: torch.Tensor, lr: float | None = None) -> float:
+        """One optimizer step on a batch (at learning rate `lr` where given); its loss."""
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         loss = self.loss(self.model, mix, vocals)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -423,6 +392,7 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, loader: DataLoader) -> float:
+        """The mean loss of the kept weights over `loader`, on every process together."""
         self.model.eval()
         total, count = 0.0, 0
         for mix, vocals in loader:
@@ -432,59 +402,120 @@ class Trainer:
         self.model.train()
         return total / max(count, 1)
 
-    def train_epoch(self, loader: DataLoader, started: float) -> tuple[float, float, bool]:
-        """Mean training loss, share of time spent waiting for data, and whether to stop."""
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(self.epoch)
-        total, count, waited = 0.0, 0, 0.0
-        epoch_start = time.time()
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}", disable=True if self.rank else None, leave=False)
-        tick = time.time()
-        stop = False
-        for i, (mix, vocals) in enumerate(bar):
-            waited += time.time() - tick
-            for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(self.cfg, self.progress(started, i, len(loader)))
-            loss = self.step(mix, vocals)
-            total, count = total + loss, count + 1
-            bar.set_postfix(loss=f"{loss:.4f}")
-            stop = self.should_stop(started)
-            if stop:
-                break
-            tick = time.time()
-        total, count = reduce_sum([total, count], self.device)
-        return total / max(count, 1), waited / max(time.time() - epoch_start, 1e-9), stop
+    def state(self) -> dict[str, Any]:
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.average:  # the checkpoint's "model" is the average; --resume needs the trained weights too
+            state.update(trained_model=self.net.state_dict(), average_steps=self.average.steps)
+        return state
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        """The weights, optimizer and average of a checkpoint written with `state`."""
+        self.net.load_state_dict(payload.get("trained_model", payload["model"]))
+        if self.average:
+            self.average.model.load_state_dict(payload["model"])
+            self.average.steps = payload.get("average_steps", 0)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+
+
+class Budget:
+    """When a run stops: at its epochs, at its wall-clock budget (resumes included), or when
+    SIGINT / SIGTERM asks, on any process; and how far along it is (the learning rate's clock)."""
+
+    def __init__(self, epochs: int, max_minutes: float | None, device: torch.device) -> None:
+        self.epochs, self.device = epochs, device
+        self.seconds = max_minutes * 60 if max_minutes else None
+        self.stop = StopRequest()
+        self.requested = False  # a stop was asked for, on any process
+        self.elapsed = 0.0  # training seconds of earlier runs (resume) and of the epochs done
+        self.started = time.time()
+
+    def used(self) -> float:
+        return self.elapsed + time.time() - self.started
+
+    def progress(self, epoch: float) -> float:
+        """Share of the run done at `epoch` (fractional): by epochs, by the budget, whichever is further."""
+        by_epochs = epoch / self.epochs if self.epochs else 0.0
+        return by_epochs if self.seconds is None else max(by_epochs, self.used() / self.seconds)
+
+    def epochs_left(self, epoch: int) -> bool:
+        return not self.epochs or epoch < self.epochs
+
+    def should_stop(self) -> bool:
+        """Out of time or asked to stop, on any process: decided together, so every rank stops at
+        the same step (a rank that left alone would leave the others waiting in a collective)."""
+        out_of_time = self.seconds is not None and self.used() >= self.seconds
+        out_of_time, self.requested = any_rank([out_of_time, self.stop.requested], self.device)
+        return out_of_time or self.requested
+
+    def close_epoch(self) -> None:
+        """Count the time so far as spent (before a checkpoint records it)."""
+        self.elapsed, self.started = self.used(), time.time()
+
+
+class TrainingRun:
+    """A run of epochs: train, validate, record the epoch and keep the checkpoints (last.pt,
+    best.pt by validation loss, history.csv, loss.png; rank 0 writes), until the budget stops it."""
+
+    def __init__(self, trainer: Trainer, rank: int, out_dir: Path, max_minutes: float | None) -> None:
+        self.trainer, self.cfg, self.rank, self.out_dir = trainer, trainer.cfg, rank, out_dir
+        self.budget = Budget(self.cfg.train.epochs, max_minutes, trainer.device)
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.best = math.inf
+
+    def resume(self, path: Path) -> None:
+        payload = read_checkpoint(path, self.trainer.device)
+        if Config.from_dict(payload["config"]) != self.cfg:
+            raise InputError(f"{path}: trained with another config; resume with the same flags")
+        self.trainer.load_state(payload)
+        self.epoch, self.history = payload["epoch"], payload["history"]
+        self.budget.elapsed, self.best = payload["elapsed"], payload["best"]
 
     def fit(self, train: DataLoader, valid: DataLoader) -> None:
         """Train until the epochs, the budget or a stop request end it; SIGINT/SIGTERM are caught
         only while it runs."""
-        with self.stop.catch_signals():
-            self.train_epochs(train, valid)
-        if self.rank == 0 and self.requested:
+        self.budget.started = time.time()
+        with self.budget.stop.catch_signals():
+            stop = self.budget.should_stop()
+            while self.budget.epochs_left(self.epoch) and not stop:
+                epoch_start = time.time()
+                train_loss, wait_share, stop = self.train_epoch(train)
+                valid_loss = self.trainer.validate(valid)
+                self.budget.close_epoch()
+                self.end_epoch(train_loss, valid_loss, time.time() - epoch_start, wait_share)
+        if self.rank == 0 and self.budget.requested:
             print("stopped on request; resume with --resume")
-        elif self.rank == 0 and self.budget is not None and self.epochs_left():
-            print(f"stopped at the {self.budget / 60:g}-minute budget")
+        elif self.rank == 0 and self.budget.seconds is not None and self.budget.epochs_left(self.epoch):
+            print(f"stopped at the {self.budget.seconds / 60:g}-minute budget")
 
-    def train_epochs(self, train: DataLoader, valid: DataLoader) -> None:
-        """Epoch after epoch: train, validate, record and keep the checkpoints, until the stop decision."""
-        started = time.time()
-        stop = self.should_stop(started)
-        while self.epochs_left() and not stop:
-            epoch_start = time.time()
-            train_loss, wait_share, stop = self.train_epoch(train, started)
-            valid_loss = self.validate(valid)
-            seconds = time.time() - epoch_start
-            self.elapsed += time.time() - started  # before saving: the checkpoint's elapsed counts this epoch
-            started = time.time()
-            self.end_epoch(train_loss, valid_loss, seconds, wait_share)
+    def train_epoch(self, loader: DataLoader) -> tuple[float, float, bool]:
+        """Mean training loss, share of time spent waiting for data, and whether to stop."""
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(self.epoch)
+        total, count, waited, stop = 0.0, 0, 0.0, False
+        epoch_start = tick = time.time()
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}", disable=True if self.rank else None, leave=False)
+        for i, (mix, vocals) in enumerate(bar):
+            waited += time.time() - tick
+            lr = learning_rate(self.cfg, self.budget.progress(self.epoch + i / len(loader)))
+            loss = self.trainer.step(mix, vocals, lr)
+            total, count = total + loss, count + 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+            stop = self.budget.should_stop()
+            if stop:
+                break
+            tick = time.time()
+        total, count = reduce_sum([total, count], self.trainer.device)
+        return total / max(count, 1), waited / max(time.time() - epoch_start, 1e-9), stop
 
     def end_epoch(self, train_loss: float, valid_loss: float, seconds: float, wait_share: float) -> None:
         """Record the epoch in the history; rank 0 saves the checkpoints and prints a line."""
         self.epoch += 1
         self.history.append({"epoch": self.epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                              "seconds": round(seconds, 2), "data_wait": round(wait_share, 4),
-                             "lr": self.optimizer.param_groups[0]["lr"]})
-        improved = valid_loss < self.best
+                             "lr": self.trainer.optimizer.param_groups[0]["lr"]})
+        improved = valid_loss < self.best or self.cfg.train.all_tracks  # trained on: nothing to choose by
         self.best = min(self.best, valid_loss)
         if self.rank == 0:
             self.save(improved)
@@ -492,10 +523,10 @@ class Trainer:
                        f"{'  (best)' if improved else ''}  {seconds:.0f}s  data wait {wait_share:.1%}")
 
     def save(self, improved: bool) -> None:
-        state = self.state()
-        save_checkpoint(self.out_dir / "last.pt", self.kept, self.cfg, **state)
-        if improved:
-            save_checkpoint(self.out_dir / "best.pt", self.kept, self.cfg, **state)
+        state = {"epoch": self.epoch, "history": self.history, "elapsed": self.budget.elapsed, "best": self.best,
+                 **self.trainer.state()}
+        for name in ("last.pt", "best.pt") if improved else ("last.pt",):
+            save_checkpoint(self.out_dir / name, self.trainer.kept, self.cfg, **state)
         write_history(self.out_dir, self.history, LOSS_LABELS[self.cfg.train.loss])
 
 
@@ -656,15 +687,16 @@ def train(args: argparse.Namespace) -> Path:
     model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))
-    trainer = Trainer(cfg, model, device, rank, out_dir, args.max_minutes, args.precision)
+    trainer = Trainer(cfg, model, device, args.precision)
+    run = TrainingRun(trainer, rank, out_dir, args.max_minutes)
     if args.resume:
-        trainer.resume(out_dir / "last.pt")
+        run.resume(out_dir / "last.pt")
     if rank == 0:
         print(f"{dataset}: {len(train_loader.dataset)} training / {len(valid_loader.dataset)} validation "
               f"patches; {count_parameters(model):,} parameters; {world} x {device}"
               f"{'; AMP ' + str(trainer.dtype).split('.')[-1] if trainer.dtype else ''}"
               f"{'; from ' + str(path) if path else ''}")
-    trainer.fit(train_loader, valid_loader)
+    run.fit(train_loader, valid_loader)
     if world > 1:
         dist.barrier()  # rank 0 may still be writing; a rank that tears down alone can abort at exit
         dist.destroy_process_group()

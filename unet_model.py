@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from audio import STFT, magnitude
-from config import Config, InputError, ModelConfig, apply_overrides, run_script
+from audio import STFT, magnitude, normalize_patches
+from config import Config, InputError, ModelConfig, ModelFileError, apply_overrides, run_script
 from outputs import atomic_path
 
 CHECKPOINT_FORMAT = 1
@@ -124,6 +124,23 @@ class UNet(nn.Module):
         return torch.cat([mask, mask[..., -1:, :].expand(*mask.shape[:-2], rest, -1)], dim=-2)  # (B, 1, 513, T)
 
 
+class MaskEstimator(nn.Module):
+    """The U-Net behind its input's normalization: `network_input` features of patches as the
+    STFT gives them (N, F, bins, T) -> vocal mask (N, 1, bins, T). Each patch is divided by the
+    peak of its channels' mean magnitude (channel 0; `audio.normalization`), as training divides
+    its batches; every feature scales with the magnitudes, so one scale serves them all. What
+    separation runs, on either backend: the ONNX export is this module's graph."""
+
+    def __init__(self, unet: UNet, normalization: str) -> None:
+        super().__init__()
+        self.unet = unet
+        self.normalization = normalization
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        _, scale = normalize_patches(features[:, :1], self.normalization)  # (N, 1, 1, 1)
+        return self.unet(features / scale)  # (N, 1, bins, T)
+
+
 def fuse_batchnorm(model: UNet) -> UNet:
     """Fold every BatchNorm into the convolution before it (eval mode only): same output, less work."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -164,15 +181,15 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """The checkpoint's contents; InputError if it is missing, corrupt or not ours."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found (train one with train.py)")
+        raise ModelFileError(f"{path}: checkpoint not found (train one with train.py)")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception:  # torch raises many types for truncated or foreign files
-        raise InputError(f"{path}: not a valid checkpoint (corrupt, truncated or another format)") from None
+        raise ModelFileError(f"{path}: not a valid checkpoint (corrupt, truncated or another format)") from None
     if not isinstance(payload, dict) or not {"config", "model"} <= payload.keys():
-        raise InputError(f"{path}: not a checkpoint of this project (no config/model)")
+        raise ModelFileError(f"{path}: not a checkpoint of this project (no config/model)")
     if payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        raise ModelFileError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     return payload
 
 
@@ -196,12 +213,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         cfg = Config.from_dict(payload["config"])
     except (InputError, TypeError) as err:
-        raise InputError(f"{path}: checkpoint config not understood ({err})") from None
+        raise ModelFileError(f"{path}: checkpoint config not understood ({err})") from None
     model = UNet(cfg.model)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError:
-        raise InputError(f"{path}: weights do not match the checkpoint's model config") from None
+        raise ModelFileError(f"{path}: weights do not match the checkpoint's model config") from None
     return prepare_for_inference(model, device), cfg
 
 

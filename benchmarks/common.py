@@ -16,9 +16,9 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import torch  # noqa: E402
 
-from audio import STFT  # noqa: E402
-from data_generator import EPS, load_tracks  # noqa: E402
+from audio import EPS, STFT  # noqa: E402
 from demo_data import synthesize_song  # noqa: E402
+from tracks import load_tracks  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "musdb18-sample"
 RATE = 44100

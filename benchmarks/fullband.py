@@ -30,7 +30,7 @@ from common import SAMPLE
 import separation
 from audio import STFT, read_audio
 from config import HIGH_BAND_RULES, Config, apply_overrides
-from data_generator import load_tracks
+from tracks import load_tracks
 from unet_model import UNet, load_model
 
 

@@ -27,8 +27,8 @@ import torch
 from common import cpu_name, mir1k_figures
 
 from config import InputError, run_script
-from data_generator import MIR1K_TRAIN_SINGERS, mir1k_clips
 from evaluate import evaluate_model, format_summary
+from tracks import MIR1K_TRAIN_SINGERS, mir1k_clips
 from train import parse_args as train_args
 from train import train
 

@@ -31,9 +31,9 @@ from fullband import band_sdr
 
 from audio import STFT
 from config import AudioConfig, apply_overrides, run_script
-from data_generator import Track, load_tracks
 from evaluate import TARGETS, museval_tables, score_musdb
 from separation import SHIPPED_MIR1K, separate_array
+from tracks import Track, load_tracks
 from train import parse_args as train_args
 from train import train
 from unet_model import load_model

@@ -21,8 +21,8 @@ from common import ideal_ratio_mask, mir1k_figures  # also puts the project's fo
 
 from audio import STFT
 from config import AudioConfig, Config, apply_overrides, run_script
-from data_generator import Track, load_tracks
 from evaluate import mir1k_tables, score_mir1k
+from tracks import Track, load_tracks
 
 
 def ideal_ratio_mask_scores(audio: AudioConfig, track: Track) -> str:

@@ -29,7 +29,8 @@ import numpy as np
 from common import REPO, cpu_name, make_tracks
 
 from config import Config, apply_overrides
-from data_generator import PatchDataset, load_tracks
+from data_generator import PatchDataset
+from tracks import load_tracks
 
 FULL_BAND = ["audio.sample_rate=44100", "audio.n_fft=2048", "audio.hop_length=512", "train.pitch_shifts="]
 BATCHES = 100

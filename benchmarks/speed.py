@@ -45,19 +45,22 @@ from common import SAMPLE, cpu_name, mir1k_figures
 from audio import read_audio, resample
 from config import Config, apply_overrides
 from demo_data import synthesize_song
+from separation import SHIPPED
 from unet_model import UNet, load_model, prepare_for_inference
 
 SONG = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "songs" / "audio_example.mp3"
 RATE = 44100
 
 
-def make_song(path: Path, minutes: float) -> Path:
-    """A stereo 44.1 kHz PCM-16 wav of `minutes`, written block by block."""
+def make_song(path: Path, minutes: float, offset: int = 0) -> Path:
+    """A stereo 44.1 kHz PCM-16 wav of `minutes`, written block by block (`offset`: another song,
+    the source rotated by that many seconds)."""
     if SONG.exists():
         block, rate = read_audio(SONG)
         block = resample(block, rate, RATE)
     else:
         block = synthesize_song(np.random.default_rng(0), 20.0, RATE)["mixture"]
+    block = np.roll(block, -offset * RATE, axis=1)
     total = int(minutes * 60 * RATE)
     with sf.SoundFile(str(path), "w", RATE, 2, "PCM_16") as f:
         written = 0
@@ -182,6 +185,36 @@ def child_umx(song: Path, niter: int, targets: int) -> dict:
     return time_peer(song, lambda mix: separator(mix)[0, 0])
 
 
+def umx_process(songs: list[Path]) -> None:
+    """Open-Unmix's whole job on songs, as its own `umx` command does it with the umxhq model:
+    imports, the model (random weights: its pretrained ones are a download), then per song read,
+    separate (vocals and the residual, Wiener niter=1) and write. Run as a process of its own."""
+    started = time.perf_counter()
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # as in child_umx
+    from openunmix.model import OpenUnmix, Separator
+
+    model = OpenUnmix(nb_bins=4096 // 2 + 1, nb_channels=2, hidden_size=512, max_bin=1487).eval()
+    separator = Separator({"vocals": model}, niter=1, residual=True, n_fft=4096, n_hop=1024, nb_channels=2,
+                          sample_rate=RATE, filterbank="torch").eval()
+    for song in songs:
+        time_peer(song, lambda mix: separator(mix)[0, 0])
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def measured(command: list[str]) -> dict:
+    """Wall seconds of a command from outside and its peak resident memory (the largest of its
+    processes: RUSAGE_CHILDREN of a process that runs only it)."""
+    wrapper = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+               "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+               "print(json.dumps({'seconds': time.perf_counter() - t, "
+               "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+    result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(result.stdout)
+
+
 def child_demucs(song: Path) -> dict:
     """Demucs v4 (HTDemucs, default shape, 4 sources, random weights) through its apply_model."""
     sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # as for Open-Unmix
@@ -198,8 +231,9 @@ def child_train(steps: int, workers: int, precision: str, compiled: bool) -> dic
     torch.compile happens there)."""
     from torch.utils.data import DataLoader
 
-    from data_generator import PatchDataset, load_tracks, worker_seed
+    from data_generator import PatchDataset, worker_seed
     from demo_data import make_demo
+    from tracks import load_tracks
     from train import Trainer
 
     cfg = Config()
@@ -207,7 +241,7 @@ def child_train(steps: int, workers: int, precision: str, compiled: bool) -> dic
     loader = DataLoader(dataset, cfg.train.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=dataset.collate, worker_init_fn=worker_seed, persistent_workers=workers > 0)
     model = UNet(cfg.model).to(memory_format=torch.channels_last)
-    trainer = Trainer(cfg, model, torch.device("cpu"), 0, Path(tempfile.mkdtemp()), None, precision)
+    trainer = Trainer(cfg, model, torch.device("cpu"), precision)
     if compiled:  # the network only; the loss and the optimizer stay eager
         trainer.model = torch.compile(model)
     waited = done = 0
@@ -245,6 +279,11 @@ def child_main(args: argparse.Namespace) -> None:
         result = child_umx(Path(args.child[1]), int(args.child[2]), int(args.child[3]))
     elif kind == "demucs":
         result = child_demucs(Path(args.child[1]))
+    elif kind == "umx-process":
+        umx_process([Path(song) for song in args.child[1:]])
+        return
+    elif kind == "stream":
+        result = child_stream(Path(args.child[1]), args.child[2] if len(args.child) > 2 else None)
     else:
         result = child_train(int(args.child[1]), int(args.child[2]), args.child[3], args.child[4] == "1")
     result["peak_rss_mb"] = peak_rss_mb()
@@ -315,6 +354,70 @@ def time_long_songs(long_minutes: list[float], checkpoint: str | None, tmp: Path
         long_song.unlink()
 
 
+# (name, inference.py flags): the default path, each backend, the levers that keep the scores
+DEPLOYMENTS = [
+    ("torch (default)", []),
+    ("onnxruntime", ["--backend", "onnxruntime"]),
+    ("torch, no patch overlap", ["--set", "separation.patch_overlap=0"]),
+    ("onnxruntime, no patch overlap", ["--backend", "onnxruntime", "--set", "separation.patch_overlap=0"]),
+    ("torch, float32 (no bfloat16)", ["--set", "separation.bfloat16=false"]),
+]
+
+
+def time_deployment(count: int, minutes: float, checkpoint: str | None, tmp: Path, runs: int) -> None:
+    """Whole processes on `count` songs of `minutes`: Open-Unmix's job, then `inference.py` on
+    each backend and lever; the median of `runs` runs each, ratios against Open-Unmix."""
+    songs = [make_song(tmp / f"song{i}.wav", minutes, offset=i) for i in range(count)]
+    ckpt = ["--checkpoint", checkpoint] if checkpoint else []
+    print(f"\nwhole process, {count} stereo 44.1 kHz songs of {minutes:g} minutes (median of {runs} runs)\n\n"
+          "| separator | seconds | x Open-Unmix's speed | real time | peak RSS MB |\n|---|---:|---:|---:|---:|")
+    rows = [("Open-Unmix umxhq, vocals + residual, Wiener niter=1 (its model code)",
+             [sys.executable, __file__, "--child", "umx-process", *map(str, songs)])]
+    rows += [(f"this U-Net, {name}", [sys.executable, "inference.py", *map(str, songs), "--out-dir",
+                                      str(tmp / "out"), *ckpt, *flags]) for name, flags in DEPLOYMENTS]
+    reference = None
+    for name, command in rows:
+        results = [measured(command) for _ in range(runs)]
+        if any("error" in r for r in results):
+            print(f"| {name} | failed: {next(r['error'] for r in results if 'error' in r)[:80]} | | | |")
+            continue
+        seconds = float(np.median([r["seconds"] for r in results]))
+        reference = reference or seconds
+        print(f"| {name} | {seconds:.2f} | {reference / seconds:.1f}x | {count * minutes * 60 / seconds:.0f}x | "
+              f"{max(r['peak_rss_mb'] for r in results):.0f} |", flush=True)
+    stream = run_child("stream", str(songs[0]), *([checkpoint] if checkpoint else []))
+    if "error" not in stream:
+        print(f"\nstreaming (`separation.StreamSeparator`, blocks of {stream['block']} samples, torch): latency "
+              f"{stream['latency_s']:.3f} s, {stream['real_time_factor']:.3f} x real time (seconds per second of "
+              f"audio), slowest block {stream['slowest_block_ms']:.0f} ms of {stream['block_ms']:.0f} ms, "
+              f"vocals {stream['snr_db']:.0f} dB SNR against the file path, peak RSS {stream['peak_rss_mb']:.0f} MB")
+    for song in songs:
+        song.unlink()
+
+
+def child_stream(song: Path, checkpoint: str | None, block: int = 4096) -> dict:
+    """`StreamSeparator` on a song fed in blocks: its latency, real-time factor, slowest block,
+    and how near its vocals are to the file path's."""
+    from separation import StreamSeparator, separate_array
+
+    model, cfg = separator(checkpoint, [])
+    audio, rate = read_audio(song)
+    stream = StreamSeparator(model, cfg, rate, audio.shape[0])
+    pieces, slowest = [], 0.0
+    started = time.perf_counter()
+    for i in range(0, audio.shape[1], block):
+        tick = time.perf_counter()
+        pieces.append(stream.process(audio[:, i:i + block])[0])
+        slowest = max(slowest, time.perf_counter() - tick)
+    pieces.append(stream.flush()[0])
+    seconds = time.perf_counter() - started
+    vocals = np.concatenate(pieces, axis=1)[:, stream.latency:]
+    whole = separate_array(model, cfg, audio, rate)
+    snr = 10 * np.log10(np.sum(whole ** 2) / max(np.sum((whole - vocals) ** 2), 1e-30))
+    return {"latency_s": stream.latency / rate, "real_time_factor": seconds / (audio.shape[1] / rate),
+            "slowest_block_ms": slowest * 1000, "block_ms": block / rate * 1000, "block": block, "snr_db": snr}
+
+
 def time_training() -> None:
     print("\ntraining throughput (CPU, demo set, batch 16)\n\n| precision | network | DataLoader workers | "
           "patches/s | data wait | first 3 steps s |\n|---|---|---|---|---|---|")
@@ -331,19 +434,23 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--long-minutes", type=float, nargs="*", default=[30.0, 60.0], help="long songs (none: skip)")
     p.add_argument("--checkpoint", help="our model (default: random weights, the same cost)")
-    p.add_argument("--only", choices=["ours", "peers", "train", "quality"], action="append")
+    p.add_argument("--only", choices=["ours", "peers", "train", "quality", "deploy"], action="append")
+    p.add_argument("--songs", type=int, default=3, help="songs of --minutes for the whole-process comparison")
+    p.add_argument("--runs", type=int, default=3, help="runs of each whole process (their median)")
     p.add_argument("--mir1k", help="MIR-1K folder, for --only quality")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child_main(args)
         return
-    only = set(args.only or ["ours", "peers", "train"])
+    only = set(args.only or ["deploy", "ours", "peers", "train"])
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     if "quality" in only:
         print_quality(args.checkpoint, args.mir1k)
+    if "deploy" in only:
+        time_deployment(args.songs, args.minutes, args.checkpoint or str(SHIPPED), tmp, args.runs)
     song = make_song(tmp / "song.wav", args.minutes)
     ours = time_ours(song, args.minutes, args.checkpoint, tmp) if "ours" in only else None
     if "peers" in only:

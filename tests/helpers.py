@@ -63,9 +63,9 @@ def run_main(main: Callable[[], None], argv: list[str]) -> tuple[int, str, str]:
 
 def demo_gain_db(checkpoint: Path, demo_root: Path) -> float:
     """Mean SDR gain (BSS Eval v3, dB) of the separated vocals over the mixture on the demo test tracks."""
-    from data_generator import load_tracks
     from evaluate import bss_eval_v3
     from separation import separate_array
+    from tracks import load_tracks
     from unet_model import load_model
 
     model, cfg = load_model(checkpoint)

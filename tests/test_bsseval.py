@@ -120,8 +120,8 @@ def test_silent_sources_are_refused_as_museval_refuses_them():
 
 def test_matches_museval_on_musdb18_previews_separated_by_the_shipped_model():
     """Real songs at 44.1 kHz with real estimates: five test previews from ../shared."""
-    from data_generator import load_tracks
     from separation import SHIPPED_MIR1K, separate_array
+    from tracks import load_tracks
     from unet_model import load_model
 
     model, cfg = load_model(SHIPPED_MIR1K)

@@ -214,7 +214,7 @@ def test_bss_eval_v3_agrees_with_mir_eval_on_made_clips():
 
 def test_bss_eval_v3_agrees_with_mir_eval_on_mir1k_clips():
     mir_eval = pytest.importorskip("mir_eval")
-    from data_generator import load_tracks
+    from tracks import load_tracks
 
     for track in load_tracks("mir1k", shared_path("MIR-1K"), "test")[:2]:
         mixture, vocals, _ = track.load()

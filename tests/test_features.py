@@ -1,5 +1,6 @@
 """Features shared by training and inference: STFT, patches, blending, normalization, batches, targets."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio import STFT, resample
+from audio import STFT, normalize_patches, resample
 from augment import (
     AlteredVocals,
     Equalizer,
@@ -20,17 +21,10 @@ from augment import (
     time_stretch,
 )
 from config import Config, InputError, apply_overrides
-from data_generator import (
-    PatchDataset,
-    Track,
-    load_tracks,
-    normalize_patches,
-    patch_padding,
-    spectra_key,
-    split_validation,
-    to_patches,
-)
+from data_generator import PatchDataset, patch_padding, to_patches
 from separation import from_patches
+from spectra import spectra_key
+from tracks import Track, load_tracks, split_validation, train_valid_tracks
 from train import mask_loss, oracle_mask, waveform_sdr
 from unet_model import network_input
 
@@ -237,13 +231,24 @@ def test_high_band_loss_adds_the_weighted_sdr_of_the_band_above_8_khz_alone():
     high = waveform_sdr(transform, mask[..., first:, :] * mix[..., first:, :], voc[..., first:, :],
                         mix[..., first:, :], first)
     assert torch.allclose(high, high_sdr(mask), atol=1e-3)
-    assert mask_loss(mask, mix, voc, "sdr", transform, high_band=(first, 0.5)).item() == pytest.approx(
+    assert mask_loss(mask, mix, voc, "sdr", transform, high_band=(first, 0.5, False)).item() == pytest.approx(
         sdr - 0.5 * high.mean().item(), rel=1e-5)
     changed_below, changed_above = mask.clone(), mask.clone()
     changed_below[..., :first, :] = 1.0
     changed_above[..., first:, :] = 1.0
     assert torch.allclose(high_sdr(changed_below), high_sdr(mask), atol=1e-4)  # the low band plays no part
     assert (high_sdr(changed_above) - high_sdr(mask)).abs().max() > 0.1
+    # pooled: one SDR of the batch's summed energies; a patch whose band holds no voice cannot rule it
+    def band_sdr(vocals, pooled, patches=slice(None)):
+        spectra = (mask[patches] * mix[patches], vocals[patches], mix[patches])
+        return waveform_sdr(transform, *(s[..., first:, :] for s in spectra), first, pooled=pooled)
+
+    assert band_sdr(voc, True, slice(0, 1)).item() == pytest.approx(high[0].item(), abs=1e-4)
+    assert high.min() - 1e-3 <= band_sdr(voc, True).item() <= high.max() + 1e-3
+    silent = voc.clone()
+    silent[0, ..., first:, :] = 0  # the first patch's vocals: nothing above 8 kHz
+    assert high.mean() - band_sdr(silent, False).mean() > 5  # the mean of patches falls far
+    assert abs(band_sdr(voc, True) - band_sdr(silent, True)).item() < 2  # the pooled SDR moves little
     with pytest.raises(InputError, match="high_band_hz"):
         apply_overrides(cfg, ["train.high_band_hz=20000"]).check()
     with pytest.raises(InputError, match="high_band_weight"):
@@ -438,6 +443,15 @@ def test_split_validation_holds_out_spread_tracks_at_most_a_fifth():
     assert [t.name for t in valid] == ["t0", "t6", "t13", "t19"]  # spread, deterministic
     assert not {t.name for t in train} & {t.name for t in valid}
     assert split_validation(tracks[:1], 10) == (tracks[:1], [])
+
+
+def test_all_tracks_trains_on_the_validation_tracks_too(demo_root):
+    cfg = Config().train
+    train, valid = train_valid_tracks("demo", demo_root, False, cfg)
+    every, same_valid = train_valid_tracks("demo", demo_root, False, dataclasses.replace(cfg, all_tracks=True))
+    assert valid and not {t.name for t in train} & {t.name for t in valid}
+    assert [t.name for t in same_valid] == [t.name for t in valid]
+    assert sorted(t.name for t in every) == sorted(t.name for t in train + valid)
 
 
 def test_resample_keeps_duration_and_a_tone():

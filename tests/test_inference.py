@@ -14,9 +14,10 @@ from helpers import REPO, demo_gain_db, high_pass, run_main, shared_path, song, 
 
 import inference
 import separation
+from audio import STFT
 from config import HIGH_BAND_RULES, Config, InputError, apply_overrides
-from data_generator import load_tracks
 from separation import chunk_bounds, separate_array
+from tracks import load_tracks
 from unet_model import UNet, count_parameters, load_model, load_starting_weights, read_checkpoint, save_checkpoint
 
 
@@ -445,3 +446,19 @@ def test_a_signal_mid_song_ends_with_one_line_and_no_output(checkpoint, tmp_path
     assert "1 of 2 songs are complete" in err
     assert sorted(p.name for p in (out / "short").iterdir()) == ["accompaniment.wav", "vocals.wav"]
     assert list((out / "long").iterdir()) == []  # nothing half-written, not even under a temporary name
+
+
+def test_high_mask_power_raises_the_mask_from_its_frequency_up_only():
+    cfg = apply_overrides(Config(), ["audio.sample_rate=32000", "audio.n_fft=2048", "audio.hop_length=512",
+                                     "audio.model_bins=1024"])
+    transform = STFT(cfg.audio, 44100)
+    spec = transform(torch.from_numpy(song(2.0, 44100, 2)))  # (2, bins, frames) complex, up to 22 kHz
+    mask = torch.rand(1, 1024, spec.shape[-1], generator=torch.Generator().manual_seed(0))
+    plain = separation.finish_mask(mask, spec, cfg)
+    softer = separation.finish_mask(mask, spec, apply_overrides(cfg, ["separation.high_mask_power=0.5"]))
+    first = cfg.audio.bin_at(8000)  # 512 of the model's bins: 8 kHz at every rate
+    assert first == 512 and plain.shape == softer.shape == (1, spec.shape[1], spec.shape[-1])
+    assert torch.equal(softer[:, :first], plain[:, :first])
+    assert torch.allclose(softer[:, first:], plain[:, first:].sqrt())  # the rule's band above 16 kHz too
+    with pytest.raises(InputError, match="high_mask_power"):
+        apply_overrides(cfg, ["separation.high_mask_power=0"])

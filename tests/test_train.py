@@ -169,19 +169,19 @@ def test_weight_average_is_saved_and_resumed_without_changing_training(tmp_path)
     assert not torch.allclose(ema["model"][conv], ema["trained_model"][conv])  # and it is what is saved
     load_model(tmp_path / "ema" / "best.pt")  # the average loads as a model of its own
     cfg = train.build_config(train.parse_args([*argv, "--set", "train.ema=0.9"]))
-    trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, "float32")
-    trainer.resume(tmp_path / "ema" / "last.pt")  # --resume: both sets of weights and the step count
+    trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), "float32")
+    train.TrainingRun(trainer, 0, tmp_path, None).resume(tmp_path / "ema" / "last.pt")  # both weights, the steps
     assert trainer.average.steps == 6
     assert torch.equal(trainer.net.state_dict()[conv], ema["trained_model"][conv])
     assert torch.equal(trainer.average.model.state_dict()[conv], ema["model"][conv])
 
 
-def test_weight_decay_is_decoupled_from_adams_step_sizes(tmp_path):
+def test_weight_decay_is_decoupled_from_adams_step_sizes():
     """train.weight_decay w: a weight without gradient shrinks by lr * w per step (AdamW), instead
     of moving by about lr whatever its size (L2 inside Adam); w = 0 leaves it as it is."""
     for decay in (0.05, 0.0):
         cfg = train.build_config(train.parse_args(["--set", f"train.weight_decay={decay}", "--lr", "1e-2"]))
-        trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), 0, tmp_path, None, "float32")
+        trainer = train.Trainer(cfg, UNet(cfg.model), torch.device("cpu"), "float32")
         before = [p.detach().clone() for p in trainer.net.parameters()]
         for p in trainer.net.parameters():
             p.grad = torch.zeros_like(p)
@@ -190,13 +190,12 @@ def test_weight_decay_is_decoupled_from_adams_step_sizes(tmp_path):
             assert torch.allclose(new, old * (1 - 1e-2 * decay), rtol=1e-6, atol=1e-9)
 
 
-def test_precision_flag_sets_the_dtype_the_network_trains_in(tmp_path):
+def test_precision_flag_sets_the_dtype_the_network_trains_in():
     cpu = torch.device("cpu")
     native = torch.bfloat16 if native_bfloat16(cpu) else None
     for flag, dtype in (("float32", None), ("bfloat16", torch.bfloat16), ("auto", native)):
         args = train.parse_args(["--precision", flag])
-        trainer = train.Trainer(train.build_config(args), UNet(Config().model), cpu, 0, tmp_path, None,
-                                args.precision)
+        trainer = train.Trainer(train.build_config(args), UNet(Config().model), cpu, args.precision)
         assert trainer.dtype == dtype, flag
     with pytest.raises(InputError, match="unknown precision"):
         autocast_dtype(cpu, "float8")
@@ -300,7 +299,8 @@ def test_musdb_trains_its_recipe_unless_told_otherwise(tmp_path):
 def test_two_preview_songs_train_with_each_stem_remixed_in_seconds(tmp_path):
     """MUSDB18's stems as sources of their own (train.remix_stems): vocals, drums, bass and other,
     each from its own track and place with its own gain, at 44.1 kHz over the band up to 16 kHz."""
-    from data_generator import PatchDataset, load_tracks
+    from data_generator import PatchDataset
+    from tracks import load_tracks
 
     preview = shared_path("musdb18-preview", "train")
     root = tmp_path / "musdb" / "train"
