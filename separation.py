@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio import STFT
+from audio import STFT, magnitude
 from backends import Network, as_network, load_network
 from config import REPO, Config, InputError
 from data_generator import patch_padding, to_patches
@@ -132,7 +132,7 @@ def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> tor
     """Per frame, the vocal share of the energy in the model's bins from `first_bin` up:
     sum(mask * |X|^2) / sum(|X|^2) -> (1 or C, frames); one mask for every channel uses their
     mean power."""
-    power = spec[:, first_bin: mask.shape[-2]].abs().square()  # (C, bins used, frames)
+    power = torch.view_as_real(spec[:, first_bin: mask.shape[-2]]).square().sum(-1)  # (C, bins used, frames): |X|^2
     if mask.shape[0] == 1:
         power = power.mean(0, keepdim=True)
     return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
@@ -163,7 +163,7 @@ def mask_views(band: torch.Tensor, cfg: Config) -> torch.Tensor:
     where it reads those) or a view per channel ("each") -> (views, C or 1, model_bins, frames)."""
     views = band[None] if cfg.separation.stereo == "shared" else band[:, None]  # (1, C, ...) or (C, 1, ...)
     if not (cfg.model.side_input or cfg.model.inst_frequency):  # the channels' mean magnitude is all it reads
-        views = views.abs().mean(1, keepdim=True)  # (1 or C, 1, model_bins, frames)
+        views = magnitude(views).mean(1, keepdim=True)  # (1 or C, 1, model_bins, frames)
     return views
 
 
@@ -222,12 +222,13 @@ def separate_stream(model: UNet | Network, cfg: Config, read: Callable[[int, int
     result equals separating the song in one piece.
     """
     bounds, context, fade, grid = chunk_bounds(length, rate, cfg)
+    network = as_network(model, cfg)  # once: a torch model's bfloat16 copy is made here
     ramp = np.linspace(0.0, 1.0, 2 * fade, dtype=np.float32)
     tail = None
     for start, stop in itertools.pairwise(bounds):
         a, b = max(0, (start - context) // grid * grid), min(length, stop + context)
         mix = read(a, b)
-        vocals = separate_block(model, cfg, mix, rate, views if start == 0 else None)
+        vocals = separate_block(network, cfg, mix, rate, views if start == 0 else None)
         if tail is not None:
             blend = slice(start - fade - a, start + fade - a)
             yield mix[:, blend], tail * (1 - ramp) + vocals[:, blend] * ramp

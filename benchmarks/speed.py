@@ -1,10 +1,16 @@
 """Speed and memory, side by side: our separator's levers against Open-Unmix on the same song.
 
-    python benchmarks/speed.py                                  # levers, peers, long songs, training
+    python benchmarks/speed.py                                  # deployment, levers, peers, long songs, training
+    python benchmarks/speed.py --only deploy                    # whole processes on 3 songs of 3 minutes
     python benchmarks/speed.py --checkpoint pretrained/unet-mir1k.pt --only ours
     python benchmarks/speed.py --only quality --mir1k ../shared/data/MIR-1K   # each lever's quality
 
-Every measurement runs in its own process (peak resident memory is that process's
+--only deploy times whole processes from outside on --songs songs of --minutes (3 and 3):
+Open-Unmix's job (the umxhq model's code, vocals and the residual, Wiener niter=1: what its
+`umx` command does, less the download of its weights) against `python inference.py` with the
+shipped model on each backend and lever, the median of --runs runs, with the peak resident
+memory of the largest process; then the streaming separator's latency and real-time factor.
+Every other measurement runs in its own process (peak resident memory is that process's
 ru_maxrss). "separation s" times read, STFT, network, inverse STFT and write of the whole
 song inside the process; "process s" is the whole `python inference.py song.wav` command
 from outside (interpreter start, imports, model load included). The song is stereo

@@ -9,6 +9,7 @@ import torch
 from helpers import REPO, run_main, shared_path, song, write_wav
 
 import inference
+import separation
 from audio import STFT, read_audio
 from backends import OPSET, OnnxNetwork, TorchNetwork, export_onnx, load_network, load_onnx
 from config import Config, InputError, ModelFileError, apply_overrides
@@ -111,16 +112,18 @@ def test_shipped_model_on_onnxruntime_matches_torch_on_a_real_preview():
     assert snr_db(separate_array(torch_net, cfg, mixture, rate), separate_array(onnx_net, cfg, mixture, rate)) > 60
 
 
-@pytest.mark.parametrize("rate, channels, settings", [(44100, 2, []), (16000, 1, []),
-                                                      (22050, 2, ["separation.stereo=each",
-                                                                  "separation.patch_overlap=0"])])
-def test_stream_equals_the_file_path_block_by_block(checkpoint, rate, channels, settings):
+@pytest.mark.parametrize("rate, channels, settings, blocks", [
+    (44100, 2, [], (4096, 1001)), (16000, 1, [], (4096,)),
+    (22050, 2, ["separation.stereo=each", "separation.patch_overlap=0"], (4096,))])
+def test_stream_equals_the_file_path_block_by_block(checkpoint, monkeypatch, rate, channels, settings, blocks):
+    monkeypatch.setattr(separation, "CHUNK_SECONDS", 5.0)  # the file path cross-fades chunks of 8 s here
     model, cfg = load_model(checkpoint)
     cfg = apply_overrides(cfg, settings)
-    audio = song(40.0, rate, channels)  # longer than a 30-s chunk: the file path cross-fades two
+    audio = song(20.0, rate, channels)
     audio[:, : rate // 2] = 0  # silence, then the song
+    assert len(separation.chunk_bounds(audio.shape[1], rate, cfg)[0]) == 3  # two chunks, one cross-fade
     whole = separate_array(model, cfg, audio, rate)
-    for block in (4096, 1001):
+    for block in blocks:
         stream = StreamSeparator(model, cfg, rate, channels)
         assert stream.latency == stream_latency(STFT(cfg.audio, rate), cfg.audio.patch_frames,
                                                 cfg.audio.patch_hop(cfg.separation.patch_overlap))

@@ -242,16 +242,16 @@ def test_workers_that_do_not_fit_in_memory_are_cut_with_a_warning(monkeypatch, c
 
 def test_bad_roots_and_checkpoints_get_one_line(checkpoint, tmp_path):
     (tmp_path / "junk.pt").write_text("junk")
-    cases = [(["--dataset", "musdb", "--root", str(tmp_path), "--checkpoint", str(checkpoint)], "not a MUSDB18"),
-             (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(checkpoint)], "not a MIR-1K"),
+    cases = [(["--dataset", "musdb", "--root", str(tmp_path), "--checkpoint", str(checkpoint)], "not a MUSDB18", 1),
+             (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(checkpoint)], "not a MIR-1K", 1),
              (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "junk.pt")],
-              "not a valid checkpoint"),
-             (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "no.pt")], "not found"),
+              "not a valid checkpoint", 2),  # a model file that cannot be used: status 2
+             (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "no.pt")], "not found", 2),
              (["--dataset", "mir1k", "--root", str(tmp_path), "--checkpoint", str(checkpoint), "--set",
-               "audio.hop_length=512"], "only separation settings")]
-    for argv, words in cases:
+               "audio.hop_length=512"], "only separation settings", 1)]
+    for argv, words, status in cases:
         code, _, err = run_main(evaluate.main, [*argv, "--out-dir", str(tmp_path / "out")])
-        assert code == 1 and err.count("\n") == 1 and words in err, (argv, err)
+        assert code == status and err.count("\n") == 1 and words in err, (argv, err)
 
 
 def test_two_workers_give_the_same_scores_as_one(checkpoint, tmp_path):

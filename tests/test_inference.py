@@ -239,7 +239,7 @@ def test_unwritable_output_folder_and_bad_checkpoints(checkpoint, tmp_path):
     torch.save(payload, other)
     for bad, words in ((truncated, "not a valid checkpoint"), (other, "do not match"), (path, "not a valid")):
         code, _, err = separate(bad, tmp_path / "out2", path)
-        assert code == 1 and err.count("\n") == 1 and words in err
+        assert code == 2 and err.count("\n") == 1 and words in err  # a model file that cannot be used
     assert not (tmp_path / "out2").exists()
 
 

@@ -76,7 +76,7 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
                                          "--checkpoint-dir", str(tmp_path)])
     assert code == 1 and "another config" in err and err.count("\n") == 1
     code, _, err = run_main(train.main, [*QUICK, "--resume", "--checkpoint-dir", str(tmp_path / "none")])
-    assert code == 1 and "not found" in err
+    assert code == 2 and "not found" in err  # a model file that cannot be used
 
 
 @pytest.mark.parametrize("argv, words", [
