@@ -242,7 +242,7 @@ HIGH_BAND_RULES = ("top-octave", "whole-band", "top-bins", "top-bin", "none")
 class SeparationConfig:
     """How a trained model is applied; the only section inference may override (--set)."""
 
-    patch_overlap: float = 0.25  # overlap of inference patches; the masks of overlapping patches are blended
+    patch_overlap: float = 0.5  # overlap of inference patches; the masks of overlapping patches are blended
     blend: str = "mean"  # "mean": overlapping masks averaged; "hann": weighted by a Hann window
     stereo: str = "shared"  # "shared": one mask from the channels' mean magnitude; "each": a mask per channel
     high_band: str = "top-octave"  # the mask above the model's band (separation.HIGH_BAND): "top-octave",
