@@ -255,20 +255,29 @@ def stream_latency(transform: STFT, patch: int, hop: int) -> int:
     return int((needed - s - 1).max())
 
 
+def overlap_add(total: torch.Tensor, envelope: torch.Tensor, frames: torch.Tensor, window: torch.Tensor,
+                step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add windowed frames (C, n_fft, k), `step` apart from sample 0, to a running sum (C, n) and
+    its squared-window envelope (n,), both grown to hold them: the inverse STFT's overlap-add."""
+    n_fft = frames.shape[-2]
+    grow = max(0, (frames.shape[-1] - 1) * step + n_fft - envelope.shape[0])
+    total, envelope = torch.nn.functional.pad(total, (0, grow)), torch.nn.functional.pad(envelope, (0, grow))
+    for j in range(frames.shape[-1]):
+        total[:, j * step:j * step + n_fft] += frames[..., j]
+        envelope[j * step:j * step + n_fft] += window.square()
+    return total, envelope
+
+
 class StreamSeparator:
-    """Separation of a live stream: blocks of samples in, blocks of vocals and accompaniment of
-    the same length out, `latency` samples late (zeros before the stream's start).
+    """Live separation: blocks of samples (any size) in, blocks of vocals and accompaniment of the
+    same size out, `latency` samples late (zeros first); `flush()` at the end gives the last
+    `latency` samples. Each STFT frame, patch mask and inverse-STFT frame is computed once, on
+    the grid of the whole stream, so the output less its first `latency` samples equals
+    separating the stream in one piece. The latency (`stream_latency`, about one patch: 2.1 s for
+    the shipped model at 44.1 kHz) does not depend on the block size.
 
         stream = StreamSeparator(network, cfg, 44100, 2)
-        for block in blocks:                        # (channels, any length) float32
-            vocals, accompaniment = stream.process(block)
-        vocals, accompaniment = stream.flush()      # the last `latency` samples
-
-    Each STFT frame, patch mask and inverse-STFT frame is computed once, on the grid of the
-    whole stream: the outputs, less their first `latency` samples, equal separating the stream
-    in one piece (and so `separate_array` away from its 30-s cross-fades). The latency, about
-    one patch plus one FFT window (`stream_latency`: 2.1 s for the shipped model at 44.1 kHz),
-    does not depend on the block size.
+        vocals, accompaniment = stream.process(block)   # block: (channels, samples) float32
     """
 
     def __init__(self, model: UNet | Network, cfg: Config, rate: int, channels: int) -> None:
@@ -277,15 +286,13 @@ class StreamSeparator:
         self.patch, self.hop = cfg.audio.patch_frames, cfg.audio.patch_hop(cfg.separation.patch_overlap)
         self.left = self.patch - self.hop  # the zero frames before frame 0 (`patch_padding`)
         self.weight = blend_window(self.patch, self.hop, cfg.separation.blend)
-        self.window = torch.hann_window(transform.n_fft)
-        self.latency = stream_latency(transform, self.patch, self.hop)
+        self.window, self.latency = torch.hann_window(transform.n_fft), stream_latency(transform, self.patch, self.hop)
         half = transform.n_fft // 2
         self.audio = torch.zeros(channels, half)  # input from the next frame's first sample: the centred STFT's zeros
         self.mixture = torch.zeros(channels, self.latency)  # the input, `latency` late
-        self.spec = torch.zeros(channels, half + 1, self.left, dtype=torch.complex64)  # frames from `spec_at`
-        self.spec_at = -self.left
-        self.masks = torch.zeros(1 if cfg.separation.stereo == "shared" else channels, transform.model_bins, 0)
-        self.norm = torch.zeros(0)  # the blended masks and their weights, frames from `spec_at`
+        self.spec, self.spec_at = torch.zeros(channels, half + 1, self.left, dtype=torch.complex64), -self.left
+        views = 1 if cfg.separation.stereo == "shared" else channels  # the blended masks and their weights:
+        self.masks, self.norm = torch.zeros(views, transform.model_bins, 0), torch.zeros(0)  # all from `spec_at`
         self.sum, self.envelope = torch.zeros(channels, 0), torch.zeros(0)  # overlap-add, samples from `vocals_end`
         self.vocals = torch.zeros(channels, 0)  # final vocals not yet given, up to sample `vocals_end`
         self.vocals_end, self.received, self.given, self.patches = -half, 0, 0, 0
@@ -302,7 +309,7 @@ class StreamSeparator:
 
     def flush(self) -> tuple[np.ndarray, np.ndarray]:
         """The stream has ended: its last `latency` samples of vocals and accompaniment."""
-        frames = self.received // self.transform.hop + 1  # the frames of the whole stream's centred STFT
+        frames = self.received // self.transform.hop + 1  # the whole stream's centred STFT frames
         self.audio = torch.nn.functional.pad(self.audio, (0, self.transform.n_fft))  # zeros after the end
         self.advance(frames - self.spec_at - self.spec.shape[-1], last=None)
         self.spec = torch.nn.functional.pad(self.spec, (0, patch_padding(frames, self.patch, self.hop)[1]))
@@ -343,11 +350,7 @@ class StreamSeparator:
         spec = self.spec[..., skip:count]  # (C, bins, frames)
         mask = finish_mask(self.masks[..., skip:count] / self.norm[skip:count], spec, self.cfg)
         frames = torch.fft.irfft(spec * mask, n=n_fft, dim=-2) * self.window[:, None]  # (C, n_fft, frames)
-        grow = (frames.shape[-1] - 1) * step + n_fft - self.envelope.shape[0]
-        self.sum, self.envelope = (torch.nn.functional.pad(t, (0, max(0, grow))) for t in (self.sum, self.envelope))
-        for j in range(frames.shape[-1]):
-            self.sum[:, j * step:j * step + n_fft] += frames[..., j]
-            self.envelope[j * step:j * step + n_fft] += self.window.square()
+        self.sum, self.envelope = overlap_add(self.sum, self.envelope, frames, self.window, step)
         done = frames.shape[-1] * step  # the next frame starts there
         self.vocals = torch.cat([self.vocals, self.sum[:, :done] / self.envelope[:done].clamp_min(1e-11)], 1)
         self.sum, self.envelope, self.vocals_end = self.sum[:, done:], self.envelope[done:], self.vocals_end + done
@@ -356,8 +359,9 @@ class StreamSeparator:
         self.spec_at += count
 
     def give(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The next n output samples: the vocals `latency` late, and the delayed input less them."""
-        lead = min(n, max(0, self.latency - self.given))  # before the stream's first sample: zeros
+        """The next n output samples: the vocals `latency` late (zeros before the stream's first),
+        and the delayed input less them."""
+        lead = min(n, max(0, self.latency - self.given))
         vocals, self.vocals = self.vocals[:, :n - lead], self.vocals[:, n - lead:]
         assert vocals.shape[1] == n - lead, "stream_latency is shorter than the wait for final vocals"
         vocals = torch.nn.functional.pad(vocals, (lead, 0))
