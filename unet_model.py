@@ -138,7 +138,7 @@ class MaskEstimator(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         _, scale = normalize_patches(features[:, :1], self.normalization)  # (N, 1, 1, 1)
-        weights = self.unet.encoder[0][0].weight.dtype  # float32, or bfloat16 where separation runs in it
+        weights = next(self.unet.parameters()).dtype  # float32, or bfloat16 where separation runs in it
         return self.unet((features / scale).to(weights))  # (N, 1, bins, T)
 
 

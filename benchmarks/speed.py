@@ -109,7 +109,7 @@ class ConstantMask(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # predict_mask reads the device from the parameters
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # TorchNetwork reads the device from the parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.full_like(x[:, :1], 0.5)
