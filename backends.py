@@ -61,7 +61,10 @@ class TorchNetwork:
         self.device = next(model.parameters()).device
         self.dtype = autocast_dtype(self.device, "auto" if cfg.separation.bfloat16 else "float32")
         self.cast_weights = self.dtype == torch.bfloat16 and self.device.type == "cpu"
-        network = copy.deepcopy(model).to(torch.bfloat16) if self.cast_weights else model
+        network = copy.deepcopy(model).to(torch.bfloat16 if self.cast_weights else None)
+        for layer in network.modules():  # its own copy: activations may overwrite their input (5 % faster)
+            if isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
+                layer.inplace = True
         self.estimator = MaskEstimator(network, cfg.audio.normalization)
 
     @torch.inference_mode()

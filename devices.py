@@ -4,11 +4,16 @@
     dtype = autocast_dtype(device, "auto")       # bfloat16 / float16 / None (float32)
     with autocast(device, dtype):
         mask = model(mix)
+    with large_buffers_reused():                 # a song's spectra: heap memory, not fresh pages
+        separate_songs()
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+from collections.abc import Iterator
 
 import torch
 
@@ -60,3 +65,38 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters: when free memory goes back to
+GLIBC_DEFAULT = 128 * 1024  # the kernel, and the size from which malloc maps fresh pages (defaults: both this)
+
+
+@contextlib.contextmanager
+def large_buffers_reused(threshold: int = 2**30) -> Iterator[None]:
+    """Within the block, glibc serves allocations up to `threshold` bytes from its heap and keeps
+    what is freed for the next ones, instead of mapping fresh pages for each allocation above
+    128 KiB to 32 MiB: separation's temporaries (a chunk's spectra, tens of MB each) are otherwise
+    zero-filled by the kernel page by page on every chunk (3-minute song, AMX Xeon: 2.92 -> 2.34 s
+    with both thresholds). On exit glibc's default thresholds are back and the kept memory is
+    returned (malloc_trim). Elsewhere than glibc (macOS, Windows, musl) nothing changes."""
+    libc = glibc()
+    if libc is None or not libc.mallopt(M_MMAP_THRESHOLD, threshold):
+        yield
+        return
+    libc.mallopt(M_TRIM_THRESHOLD, 2 * threshold)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT)
+        libc.malloc_trim(0)
+
+
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (the one with mallopt), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None

@@ -57,6 +57,7 @@ from audio import read_audio
 from backends import BACKENDS, Network
 from bsseval import bss_eval_v4
 from config import Config, InputError, Interrupted, run_script
+from devices import large_buffers_reused
 from outputs import atomic_path, pyplot, save_figure, write_text
 from separation import OutputFiles, default_checkpoint, load_separator, separate_array
 from tracks import Track, load_tracks
@@ -181,7 +182,7 @@ def run_jobs(model: Network, cfg: Config, jobs: list[Job], scorer: str, workers:
         try:
             for job in jobs:
                 if not (job.estimates / "vocals.wav").exists():
-                    with torch_threads(max(1, cores - len(pending))):  # the cores no scorer is busy on
+                    with torch_threads(max(1, cores - len(pending))), large_buffers_reused():  # cores no scorer uses
                         separate_to_disk(model, cfg, job)
                 pending.add(pool.submit(score_job, job, scorer, keep_estimates))
                 while len(pending) > workers:

@@ -34,6 +34,7 @@ from audio import AudioFile, find_audio_files
 from backends import BACKENDS, OPSET, Network, export_onnx
 from config import Config, InputError, Interrupted, apply_overrides, run_script
 from demo_data import make_demo
+from devices import large_buffers_reused
 from outputs import pyplot, save_figure
 from separation import SUBTYPES, TRAINED, OutputFiles, default_checkpoint, load_separator, separate_stream
 from unet_model import UNet, load_model, read_checkpoint
@@ -49,7 +50,7 @@ def demo_song() -> Path:
 def separate_file(model: UNet | Network, cfg: Config, path: Path, out_dir: Path, fmt: str = "wav",
                   bits: str = "32f", plot: bool = False) -> list[Path]:
     """Separate one audio file into OUT/<stem>/{vocals,accompaniment}.<fmt>; returns the paths."""
-    views: dict[str, Any] = {}
+    views: dict[str, Any] | None = {} if plot else None  # the first chunk's spectra, for the plot
     peak = 0.0
     with AudioFile(path) as audio, OutputFiles(out_dir / path.stem, audio.rate, audio.channels, fmt, bits) as out, \
             tqdm(total=audio.frames, unit="s", unit_scale=1 / audio.rate, desc=path.name, leave=False,
@@ -133,18 +134,19 @@ def separate_files(args: argparse.Namespace) -> None:
     files = find_audio_files(args.inputs or [str(demo_song())])
     bits = args.bits or ("24" if args.format == "flac" else "32f")
     written, failures = 0, 0
-    for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
-        try:
-            paths = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
-            print(f"{path} -> {paths[0].parent}")
-            written += 1
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failures += 1
-        except Interrupted as stop:
-            stop.kept = (f"{path} was being separated and nothing of it was written; "
-                         f"{written} of {len(files)} songs are complete in {args.out_dir}")
-            raise
+    with large_buffers_reused():
+        for path in tqdm(files, desc="songs", disable=True if len(files) < 2 else None):
+            try:
+                paths = separate_file(model, cfg, path, Path(args.out_dir), args.format, bits, args.plot)
+                print(f"{path} -> {paths[0].parent}")
+                written += 1
+            except InputError as err:
+                print(f"error: {err}", file=sys.stderr)
+                failures += 1
+            except Interrupted as stop:
+                stop.kept = (f"{path} was being separated and nothing of it was written; "
+                             f"{written} of {len(files)} songs are complete in {args.out_dir}")
+                raise
     if failures:
         sys.exit(1)
 

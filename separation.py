@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio import STFT, magnitude
+from audio import STFT, channel_mean, magnitude
 from backends import Network, as_network, load_network
 from config import REPO, Config, InputError
 from data_generator import patch_padding, to_patches
@@ -132,9 +132,9 @@ def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> tor
     """Per frame, the vocal share of the energy in the model's bins from `first_bin` up:
     sum(mask * |X|^2) / sum(|X|^2) -> (1 or C, frames); one mask for every channel uses their
     mean power."""
-    power = torch.view_as_real(spec[:, first_bin: mask.shape[-2]]).square().sum(-1)  # (C, bins used, frames): |X|^2
+    power = magnitude(spec[:, first_bin: mask.shape[-2]]).square()  # (C, bins used, frames): |X|^2
     if mask.shape[0] == 1:
-        power = power.mean(0, keepdim=True)
+        power = channel_mean(power, 0)
     return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
 
 
@@ -153,18 +153,19 @@ HIGH_BAND: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 def full_band_mask(model: UNet | Network, cfg: Config, transform: STFT, spec: torch.Tensor) -> torch.Tensor:
     """The vocal mask (1 or C, bins, frames) over every bin of `spec` (C, bins, frames, complex):
     the model's mask of `mask_views` (`predict_mask`), then `finish_mask`."""
-    views = mask_views(transform.model_band(spec), cfg)  # (1 or C, C or 1, model_bins, frames)
+    views = mask_views(spec, cfg, transform)  # (1 or C, C or 1, model_bins, frames)
     return finish_mask(predict_mask(model, views, cfg, transform), spec, cfg)  # (1 or C, bins, frames)
 
 
-def mask_views(band: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """What the network reads of the model's band (C, model_bins, frames) complex: one view of
-    all channels ("shared": the network reads their mean magnitude, and their side or phase
+def mask_views(spec: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
+    """What the network reads of the model's band of `spec` (C, bins, frames) complex: one view
+    of all channels ("shared": the network reads their mean magnitude, and their side or phase
     where it reads those) or a view per channel ("each") -> (views, C or 1, model_bins, frames)."""
-    views = band[None] if cfg.separation.stereo == "shared" else band[:, None]  # (1, C, ...) or (C, 1, ...)
+    held = spec[..., :transform.held_bins, :]  # (C, held bins, frames)
+    views = held[None] if cfg.separation.stereo == "shared" else held[:, None]  # (1, C, ...) or (C, 1, ...)
     if not (cfg.model.side_input or cfg.model.inst_frequency):  # the channels' mean magnitude is all it reads
-        views = magnitude(views).mean(1, keepdim=True)  # (1 or C, 1, model_bins, frames)
-    return views
+        views = channel_mean(magnitude(views), 1)  # (1 or C, 1, held bins, frames): real, half the bytes
+    return transform.model_band(views)  # scaled to the model's STFT after the magnitude: it commutes
 
 
 def finish_mask(mask: torch.Tensor, spec: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -332,8 +333,8 @@ class StreamSeparator:
     def add_patch(self) -> None:
         """Mask the next patch of the grid and blend it in, as `from_patches` does a whole song's."""
         first = self.patches * self.hop - self.left - self.spec_at
-        band = self.transform.model_band(self.spec[..., first:first + self.patch])  # (C, model_bins, patch)
-        mask = patch_masks(self.network, mask_views(band, self.cfg), self.cfg, self.transform)[:, 0]
+        views = mask_views(self.spec[..., first:first + self.patch], self.cfg, self.transform)
+        mask = patch_masks(self.network, views, self.cfg, self.transform)[:, 0]  # (views, model_bins, patch)
         grow = first + self.patch - self.norm.shape[0]
         self.masks, self.norm = (torch.nn.functional.pad(t, (0, grow)) for t in (self.masks, self.norm))
         self.masks[..., first:first + self.patch] += mask * self.weight  # (views, model_bins, patch)

@@ -1,6 +1,7 @@
 """Deployment: the ONNX export, the onnxruntime backend, and the streaming separator."""
 
 import json
+import resource
 
 import numpy as np
 import onnx
@@ -8,6 +9,7 @@ import pytest
 import torch
 from helpers import REPO, run_main, shared_path, song, write_wav
 
+import devices
 import inference
 import separation
 from audio import STFT, read_audio
@@ -151,3 +153,24 @@ def test_stream_latency_is_about_one_patch_and_bad_blocks_are_refused(checkpoint
 def test_backend_names_are_checked():
     with pytest.raises(InputError, match="unknown backend"):
         load_network(REPO / "pretrained" / "unet-musdb.pt", torch.device("cpu"), "tensorrt")
+
+
+def page_faults_of_big_buffers(count: int = 4, size: int = 2**26) -> int:
+    """Minor page faults while `count` buffers of `size` bytes are made, written and freed in turn."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(count):
+        np.ones(size // 8)  # written whole: every page touched
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(devices.glibc() is None, reason="mallopt is glibc's")
+def test_large_buffers_are_reused_inside_the_block_and_not_after():
+    """64 MiB buffers in turn: outside the block each maps fresh pages (16,384 faults, or 32 per
+    buffer where the kernel gives huge pages); inside it the heap keeps the first one's pages for
+    the next; after it, glibc behaves as before."""
+    outside = page_faults_of_big_buffers()
+    with devices.large_buffers_reused():
+        inside = page_faults_of_big_buffers()
+    after = page_faults_of_big_buffers()
+    assert inside < outside / 2, (inside, outside)  # the first buffer's pages only: about a quarter
+    assert after > outside / 2, (after, outside)
