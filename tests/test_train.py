@@ -280,6 +280,8 @@ def test_musdb_trains_its_recipe_unless_told_otherwise(tmp_path):
     recipe = train.RECIPES["musdb"]
     cfg = train.build_config(train.parse_args(["--dataset", "musdb", "--max-minutes", "60"]))
     assert (cfg.audio.sample_rate, cfg.audio.n_bins, cfg.train.remix_stems) == (32000, 1024, True)
+    shipped = Config.from_dict(read_checkpoint(REPO / "pretrained" / "unet-musdb.pt")["config"])
+    assert (cfg.train.batch_size, cfg.separation) == (shipped.train.batch_size, shipped.separation)  # it reproduces
     assert f"train.epochs={cfg.train.epochs}" in recipe.overrides and cfg.train.epochs > 0
     assert cfg.model == Config.from_dict(read_checkpoint(REPO / recipe.init)["config"]).model
     assert train.starting_weights(train.parse_args(["--dataset", "musdb"]), recipe) == str(REPO / recipe.init)
