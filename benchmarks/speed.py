@@ -392,7 +392,9 @@ def time_deployment(count: int, minutes: float, checkpoint: str | None, tmp: Pat
         print(f"| {name} | {seconds:.2f} | {reference / seconds:.1f}x | {count * minutes * 60 / seconds:.0f}x | "
               f"{max(r['peak_rss_mb'] for r in results):.0f} |", flush=True)
     stream = run_child("stream", str(songs[0]), *([checkpoint] if checkpoint else []))
-    if "error" not in stream:
+    if "error" in stream:
+        print(f"\nstreaming: failed: {stream['error'][:120]}")
+    else:
         print(f"\nstreaming (`separation.StreamSeparator`, blocks of {stream['block']} samples, torch): latency "
               f"{stream['latency_s']:.3f} s, {stream['real_time_factor']:.3f} x real time (seconds per second of "
               f"audio), slowest block {stream['slowest_block_ms']:.0f} ms of {stream['block_ms']:.0f} ms, "
@@ -419,7 +421,7 @@ def child_stream(song: Path, checkpoint: str | None, block: int = 4096) -> dict:
     seconds = time.perf_counter() - started
     vocals = np.concatenate(pieces, axis=1)[:, stream.latency:]
     whole = separate_array(model, cfg, audio, rate)
-    snr = 10 * np.log10(np.sum(whole ** 2) / max(np.sum((whole - vocals) ** 2), 1e-30))
+    snr = float(10 * np.log10(np.sum(whole ** 2, dtype=np.float64) / max(np.sum((whole - vocals) ** 2), 1e-30)))
     return {"latency_s": stream.latency / rate, "real_time_factor": seconds / (audio.shape[1] / rate),
             "slowest_block_ms": slowest * 1000, "block_ms": block / rate * 1000, "block": block, "snr_db": snr}
 
