@@ -205,7 +205,12 @@ def magnitude(spec: torch.Tensor) -> torch.Tensor:
     """|spec| of complex spectra; magnitudes as they are."""
     if not spec.is_complex():
         return spec
-    return (spec.real.square() + spec.imag.square()).sqrt()  # |spec|: 2.5x abs() on the STFT's frames-major layout
+    return squared_magnitude(spec).sqrt()  # |spec|: 2.5x abs() on the STFT's frames-major layout
+
+
+def squared_magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """|spec|^2 of complex spectra, without the square root."""
+    return spec.real.square() + spec.imag.square()
 
 
 def channel_mean(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio import STFT, channel_mean, magnitude
+from audio import STFT, channel_mean, magnitude, squared_magnitude
 from backends import Network, as_network, load_network
 from config import REPO, Config, InputError
 from data_generator import patch_padding, to_patches
@@ -132,10 +132,10 @@ def voicing_share(mask: torch.Tensor, spec: torch.Tensor, first_bin: int) -> tor
     """Per frame, the vocal share of the energy in the model's bins from `first_bin` up:
     sum(mask * |X|^2) / sum(|X|^2) -> (1 or C, frames); one mask for every channel uses their
     mean power."""
-    power = magnitude(spec[:, first_bin: mask.shape[-2]]).square()  # (C, bins used, frames): |X|^2
+    energy = squared_magnitude(spec[:, first_bin: mask.shape[-2]])  # (C, bins used, frames): |X|^2
     if mask.shape[0] == 1:
-        power = channel_mean(power, 0)
-    return (mask[:, first_bin:] * power).sum(-2) / power.sum(-2).clamp_min(1e-12)
+        energy = channel_mean(energy, 0)
+    return (mask[:, first_bin:] * energy).sum(-2) / energy.sum(-2).clamp_min(1e-12)
 
 
 # `separation.high_band`: the mask of every bin above the model's band, per frame, from the

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audio import STFT, magnitude, normalize_patches
+from audio import STFT, channel_mean, magnitude, normalize_patches
 from config import Config, InputError, ModelConfig, ModelFileError, apply_overrides, run_script
 from outputs import atomic_path
 
@@ -51,7 +51,7 @@ def network_input(spec: torch.Tensor, transform: STFT, model: ModelConfig) -> to
     bin a partial lies (Muth et al., "Improving DNN-based music source separation using phase
     features", 2018).
     """
-    mag = magnitude(spec).mean(1, keepdim=True)  # (N, 1, bins, T)
+    mag = channel_mean(magnitude(spec), 1)  # (N, 1, bins, T)
     features = [mag]
     if model.side_input:
         pair = spec.shape[1] == 2
