@@ -154,6 +154,49 @@ def fuse_batchnorm(model: UNet) -> UNet:
     return model
 
 
+class SubPixelUpsampling(nn.Module):
+    """A `ConvTranspose2d` of stride 2 (odd kernel, padding kernel // 2, output padding 1) as an
+    ordinary convolution with four outputs per channel, one per output phase, and a pixel shuffle
+    (Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel
+    Convolutional Neural Network", 2016): the same function, computed by the convolution kernels
+    oneDNN makes fastest. Output row 2m + r of the transposed convolution sums the input rows
+    m + d with kernel taps r + padding - 2d; each phase's taps, zero where the kernel has none,
+    make one 3x3 (for a 5x5 kernel) convolution's output channel."""
+
+    def __init__(self, transposed: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        k, pad = transposed.kernel_size[0], transposed.padding[0]
+        if (transposed.kernel_size != (k, k) or k % 2 == 0 or transposed.stride != (2, 2)
+                or transposed.padding != (k // 2, k // 2) or transposed.output_padding != (1, 1)):
+            raise ValueError(f"not a stride-2 'same' transposed convolution: {transposed}")
+        reach = (pad + 1) // 2  # input rows m - reach .. m + reach feed output rows 2m and 2m + 1
+        taps = torch.tensor([[r + pad - 2 * d for d in range(-reach, reach + 1)] for r in (0, 1)])  # (phase, offset)
+        valid = (taps >= 0) & (taps < k)
+        weight = transposed.weight.detach()  # (in, out, k, k)
+        padded = nn.functional.pad(weight, (0, 1, 0, 1))  # (in, out, k + 1, k + 1): index k reads 0
+        taps = taps.where(valid, k)
+        phases = padded[:, :, taps][..., taps]  # (in, out, 2, 2r+1, 2, 2r+1): rows, then columns
+        kernel = phases.permute(1, 2, 4, 0, 3, 5)  # (out, row phase, column phase, in, 2r+1, 2r+1)
+        c_in, c_out = weight.shape[:2]
+        self.conv = nn.Conv2d(c_in, 4 * c_out, 2 * reach + 1, padding=reach, bias=transposed.bias is not None,
+                              device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel.reshape(4 * c_out, c_in, 2 * reach + 1, 2 * reach + 1))
+            if transposed.bias is not None:
+                self.conv.bias.copy_(transposed.bias.detach().repeat_interleave(4))  # channel o * 4 + phase
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pixel_shuffle(self.conv(x), 2)  # (B, 4 C, H, W) -> (B, C, 2H, 2W)
+
+
+def with_subpixel_upsampling(model: UNet, layers: list[int]) -> UNet:
+    """`model` with the transposed convolutions of these decoder layers as `SubPixelUpsampling`
+    (in place; the same function)."""
+    for i in layers:
+        model.decoder[i][0] = SubPixelUpsampling(model.decoder[i][0])
+    return model
+
+
 def prepare_for_inference(model: UNet, device: str | torch.device = "cpu") -> UNet:
     """Eval mode, BatchNorm folded, channels-last on `device`: the form separation runs in."""
     return fuse_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)

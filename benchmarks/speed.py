@@ -372,7 +372,8 @@ DEPLOYMENTS = [
 
 def time_deployment(count: int, minutes: float, checkpoint: str | None, tmp: Path, runs: int) -> None:
     """Whole processes on `count` songs of `minutes`: Open-Unmix's job, then `inference.py` on
-    each backend and lever; the median of `runs` runs each, ratios against Open-Unmix."""
+    each backend and lever, run after run in turn; the median of `runs` runs each, ratios against
+    Open-Unmix."""
     songs = [make_song(tmp / f"song{i}.wav", minutes, offset=i) for i in range(count)]
     ckpt = ["--checkpoint", checkpoint] if checkpoint else []
     print(f"\nwhole process, {count} stereo 44.1 kHz songs of {minutes:g} minutes (median of {runs} runs)\n\n"
@@ -381,9 +382,12 @@ def time_deployment(count: int, minutes: float, checkpoint: str | None, tmp: Pat
              [sys.executable, __file__, "--child", "umx-process", *map(str, songs)])]
     rows += [(f"this U-Net, {name}", [sys.executable, "inference.py", *map(str, songs), "--out-dir",
                                       str(tmp / "out"), *ckpt, *flags]) for name, flags in DEPLOYMENTS]
+    timings: dict[str, list[dict]] = {name: [] for name, _ in rows}
+    for _ in range(runs):  # each run of every row in turn: the machine's drift over minutes falls on all alike
+        for name, command in rows:
+            timings[name].append(measured(command))
     reference = None
-    for name, command in rows:
-        results = [measured(command) for _ in range(runs)]
+    for name, results in timings.items():
         if any("error" in r for r in results):
             print(f"| {name} | failed: {next(r['error'] for r in results if 'error' in r)[:80]} | | | |")
             continue

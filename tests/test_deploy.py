@@ -1,7 +1,8 @@
 """Deployment: the ONNX export, the onnxruntime backend, and the streaming separator."""
 
 import json
-import resource
+import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -155,22 +156,30 @@ def test_backend_names_are_checked():
         load_network(REPO / "pretrained" / "unet-musdb.pt", torch.device("cpu"), "tensorrt")
 
 
-def page_faults_of_big_buffers(count: int = 4, size: int = 2**26) -> int:
-    """Minor page faults while `count` buffers of `size` bytes are made, written and freed in turn."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(count):
-        np.ones(size // 8)  # written whole: every page touched
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+def resident_bytes() -> int:
+    """This process's resident memory, from /proc/self/statm (in pages)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(devices.glibc() is None, reason="mallopt is glibc's")
+def released_on_freeing_a_big_buffer(size: int = 2**26) -> int:
+    """Resident bytes given back when a buffer of `size` bytes, written whole, is freed."""
+    buffer = np.ones(size // 8)  # every page touched
+    held = resident_bytes()
+    del buffer
+    return held - resident_bytes()
+
+
+@pytest.mark.skipif(devices.glibc() is None or not Path("/proc/self/statm").exists(), reason="glibc on Linux")
 def test_large_buffers_are_reused_inside_the_block_and_not_after():
-    """64 MiB buffers in turn: outside the block each maps fresh pages (16,384 faults, or 32 per
-    buffer where the kernel gives huge pages); inside it the heap keeps the first one's pages for
-    the next; after it, glibc behaves as before."""
-    outside = page_faults_of_big_buffers()
+    """A freed 64 MiB buffer: outside the block glibc unmaps it (its pages, small or huge, go back
+    to the kernel, and the next one is faulted in afresh); inside it the heap keeps them for the
+    next allocation; on leaving, the kept memory is returned and glibc behaves as before."""
+    size = 2**26
+    outside = released_on_freeing_a_big_buffer(size)
     with devices.large_buffers_reused():
-        inside = page_faults_of_big_buffers()
-    after = page_faults_of_big_buffers()
-    assert inside < outside / 2, (inside, outside)  # the first buffer's pages only: about a quarter
-    assert after > outside / 2, (after, outside)
+        inside = released_on_freeing_a_big_buffer(size)
+        held = resident_bytes()
+    returned = held - resident_bytes()
+    after = released_on_freeing_a_big_buffer(size)
+    assert inside < size / 4 < size * 3 / 4 < min(outside, after), (outside, inside, after)
+    assert returned > size * 3 / 4, returned

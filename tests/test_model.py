@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from config import Config, InputError, apply_overrides
-from unet_model import UNet, count_parameters, fuse_batchnorm, load_model, read_checkpoint, save_checkpoint
+from unet_model import (
+    SubPixelUpsampling,
+    UNet,
+    count_parameters,
+    fuse_batchnorm,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    with_subpixel_upsampling,
+)
 
 
 def test_unet_maps_513_by_128_patches_to_a_mask_in_0_1():
@@ -110,6 +119,32 @@ def test_folding_batchnorm_keeps_the_output():
         before = net(x)
         after = fuse_batchnorm(net)(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_subpixel_upsampling_computes_the_transposed_convolution(kernel):
+    torch.manual_seed(kernel)
+    transposed = torch.nn.ConvTranspose2d(6, 3, kernel, stride=2, padding=kernel // 2, output_padding=1)
+    transposed.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 6, 8, 5)
+    with torch.no_grad():
+        expected = transposed(x)  # (2, 3, 16, 10)
+        got = SubPixelUpsampling(transposed)(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-5 < expected.abs().max()
+    with pytest.raises(ValueError, match="not a stride-2"):
+        SubPixelUpsampling(torch.nn.ConvTranspose2d(6, 3, kernel, stride=2, padding=kernel // 2))
+
+
+def test_a_unet_with_subpixel_decoder_layers_keeps_its_output():
+    torch.manual_seed(0)
+    net = UNet(apply_overrides(Config(), ["model.channels=4,8,8,16,16,32"]).model).eval()
+    x = torch.rand(2, 1, 513, 128)
+    with torch.no_grad():
+        before = net(x)
+        after = with_subpixel_upsampling(net, [0, 3, 5])(x)
+    assert sum(isinstance(m, SubPixelUpsampling) for m in net.modules()) == 3
     assert torch.allclose(before, after, atol=1e-5)
 
 
