@@ -174,6 +174,11 @@ class TrainConfig:
     high_band_hz: float = 8000.0  # this frequency (the whole patch's SDR is ruled by the loud band below it)
     high_band_pooled: bool = False  # that band's SDR of the whole batch (energies summed over its patches, as a
     # song's SDR sums its frames), not a mean of each patch's (where a patch without voice there asks for silence)
+    emphasis_weight: float = 0.0  # with loss "sdr": plus this weight times minus the SDR of the spectra
+    # pre-emphasized (0: off), each bin's error weighed by |1 - a e^(-i w)|, a = `emphasis`: +6 dB an octave
+    emphasis: float = 0.95  # that filter's coefficient a (0: no tilt; 0.95: -26 dB at 0 Hz, +6 dB at Nyquist)
+    gain_free_weight: float = 0.0  # with loss "sdr": plus this weight times minus the SDR after each bin of the
+    # estimate takes its best complex gain over the patch (a level a song-long filter fixes; 0: off)
     remix: bool = True  # vocals of one track over the accompaniment of another
     remix_prob: float = 0.5
     remix_stems: bool = False  # with remix, the stems a dataset keeps apart (MUSDB18: drums, bass, other) are
@@ -207,14 +212,17 @@ class TrainConfig:
             raise InputError(f"train.epochs={self.epochs}: must be >= 0 (0: the --max-minutes budget decides)")
         positive("train", batch_size=self.batch_size, lr=self.lr)
         fraction("train.patch_overlap", self.patch_overlap)
-        for name in ("weight_decay", "magnitude_weight", "high_band_weight"):
+        for name in ("weight_decay", "magnitude_weight", "high_band_weight", "emphasis_weight",
+                     "gain_free_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}={getattr(self, name)}: must be >= 0")
         fraction("train.ema", self.ema)
         one_of("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         one_of("train.loss", self.loss, ("magnitude", "mask", "sdr"))
         one_of("train.channels", self.channels, ("mean", "each", "stereo"))
-        for name in ("magnitude_weight", "high_band_weight"):
+        fraction("train.emphasis", self.emphasis)
+        for name in ("magnitude_weight", "high_band_weight", "emphasis_weight",
+                     "gain_free_weight"):
             if getattr(self, name) and self.loss != "sdr":
                 raise InputError(f"train.{name}={getattr(self, name)} adds to the \"sdr\" loss only "
                                  f"(train.loss={self.loss})")

@@ -25,7 +25,7 @@ from data_generator import PatchDataset, patch_padding, to_patches
 from separation import from_patches
 from spectra import spectra_key
 from tracks import Track, load_tracks, split_validation, train_valid_tracks
-from train import mask_loss, oracle_mask, waveform_sdr
+from train import best_bin_gains, mask_loss, oracle_mask, pre_emphasis, waveform_sdr
 from unet_model import network_input
 
 PAPER = ["audio.sample_rate=8192", "audio.hop_length=768"]
@@ -254,6 +254,69 @@ def test_high_band_loss_adds_the_weighted_sdr_of_the_band_above_8_khz_alone():
         apply_overrides(cfg, ["train.high_band_hz=20000"]).check()
     with pytest.raises(InputError, match="high_band_weight"):
         apply_overrides(cfg, ["train.loss=magnitude"]).check()
+
+
+def test_emphasis_loss_adds_the_sdr_of_the_pre_emphasized_waveforms():
+    cfg = apply_overrides(Config(), ["audio.sample_rate=32000", "audio.n_fft=2048", "audio.hop_length=512",
+                                     "audio.model_bins=1024", "train.emphasis_weight=1"])
+    transform = STFT(cfg.audio)
+    data = PatchDataset(made_tracks(2, rate=32000), cfg)
+    mix, voc = data.collate([data[i] for i in range(4)])
+    mask = torch.rand(mix.shape, generator=torch.Generator().manual_seed(0))
+    gain = pre_emphasis(0.95, 2048, 1024).squeeze(1)
+    assert gain[0].item() == pytest.approx(0.05, abs=1e-4)  # 1 - a at 0 Hz
+    assert gain[512].item() == pytest.approx((1 + 0.95 ** 2) ** 0.5, rel=1e-4)  # 8 kHz: a quarter turn
+
+    def emphasized_sdr(mask):  # the waveforms themselves filtered by y[n] = x[n] - 0.95 x[n - 1]
+        length = (mix.shape[-1] - 1) * transform.hop
+        pad = (0, 0, 0, 1)  # the Nyquist bin the model does not see
+        est, ref, mixed = (transform.inverse(torch.nn.functional.pad(s, pad), length)
+                           for s in (mask * mix, voc, mix))
+        est, ref, mixed = (w[..., 1:] - 0.95 * w[..., :-1] for w in (est, ref, mixed))
+        floor = 1e-4 * mixed.square().sum((-2, -1))
+        return 10 * torch.log10((ref.square().sum((-2, -1)) + floor) / ((ref - est).square().sum((-2, -1)) + floor))
+
+    sdr = mask_loss(mask, mix, voc, "sdr", transform).item()
+    tilted = mask_loss(mask, mix, voc, "sdr", transform, emphasis=(0.95, 1.0)).item() - sdr
+    assert tilted == pytest.approx(-emphasized_sdr(mask).mean().item(), abs=0.1)  # the bins' gain is the filter's
+    assert mask_loss(mask, mix, voc, "sdr", transform, emphasis=(0.95, 0.5)).item() == pytest.approx(
+        sdr + 0.5 * tilted, rel=1e-4)
+    # an error above 8 kHz weighs more in the tilted SDR, one below 1 kHz less
+    oracle = oracle_mask(mix.abs(), voc.abs())
+    bins = torch.arange(mix.shape[-2]).view(-1, 1)
+    for band, sign in ((bins >= 512, 1), (bins < 64, -1)):
+        wrong = torch.where(band, 1 - oracle, oracle)
+        plain = waveform_sdr(transform, wrong * mix, voc, mix).mean().item()
+        assert sign * (plain - emphasized_sdr(wrong).mean().item()) > 1
+    with pytest.raises(InputError, match=r"train\.emphasis="):
+        apply_overrides(cfg, ["train.emphasis=1"]).check()
+    with pytest.raises(InputError, match="emphasis_weight"):
+        apply_overrides(cfg, ["train.loss=magnitude"]).check()
+
+
+def test_gain_free_loss_forgives_a_level_per_bin_but_not_a_missing_band():
+    cfg = apply_overrides(Config(), ["train.gain_free_weight=1"])
+    transform = STFT(cfg.audio)
+    data = PatchDataset(made_tracks(2), cfg)
+    mix, voc = data.collate([data[i] for i in range(4)])
+    oracle = oracle_mask(mix.abs(), voc.abs())
+    levels = torch.rand(1, 1, mix.shape[-2], 1, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.1
+    gains = best_bin_gains(levels * oracle * mix, voc)  # (B, C, bins, 1): undo each bin's level
+    assert gains.shape == (*mix.shape[:-1], 1)
+    assert torch.allclose((gains * levels * oracle * mix)[voc.abs() > 1e-3], (best_bin_gains(oracle * mix, voc)
+                          * oracle * mix)[voc.abs() > 1e-3], atol=1e-4)
+
+    def free(mask):
+        return waveform_sdr(transform, best_bin_gains(mask * mix, voc) * mask * mix, voc, mix).mean().item()
+
+    plain = waveform_sdr(transform, levels * oracle * mix, voc, mix).mean().item()
+    assert free(levels * oracle) == pytest.approx(free(oracle), abs=0.01)  # the level of each bin is forgiven
+    assert free(levels * oracle) - plain > 3  # where the plain SDR counts it as error
+    upper = (torch.arange(mix.shape[-2]) >= mix.shape[-2] // 2).view(-1, 1)
+    assert free(oracle) - free(oracle * ~upper) > 3  # a band left out is not
+    sdr = mask_loss(oracle, mix, voc, "sdr", transform).item()
+    assert mask_loss(oracle, mix, voc, "sdr", transform, gain_free_weight=0.5).item() == pytest.approx(
+        sdr - 0.5 * free(oracle), rel=1e-4)
 
 
 def test_pitch_shifted_vocals_are_higher_or_lower_and_drawn_at_their_share():
