@@ -140,6 +140,9 @@ class ModelConfig:
     side_input: bool = False  # an input channel: the magnitude of the side signal (left - right) / 2,
     # where a sound is panned (vocals mostly in the middle); needs training on both channels together
     # (`train.channels=stereo`) and one mask for both (`separation.stereo=shared`); a mono song's side is 0
+    top_tilt_db: float = 0.0  # the upper half of the network's band lifted before it reads it, by a gain rising
+    # linearly in dB from 0 at the band's middle to this at its top (0: off): on music the mixture falls about
+    # 11 dB from 8 to 16 kHz, and a band the starting model never heard (MIR-1K stops at 8 kHz) comes in quieter
     bin_position: bool = False  # an input channel: each bin's height in the band (0 at DC, 1 at the top)
     inst_frequency: bool = False  # an input channel: where each bin's frequency lies against the bin's
     # centre (the phase advance between frames), weighted by its magnitude (unet_model.network_input)

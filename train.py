@@ -586,7 +586,8 @@ def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> 
 
 # Settings a fine-tuned model may change (an added side input starts at zero weights:
 # `load_starting_weights`); the rest of `audio` and `model` define what its weights mean.
-FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers", "model.side_input"}
+FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers", "model.side_input",
+                  "model.top_tilt_db"}  # the tilt: widened, the band it lifts is new to the weights
 # ... and these too, as long as bins keep their width in Hz and frames their duration: a
 # convolution's weights then mean the same anywhere in the band, however many bins it spans
 # (e.g. a 16 kHz model, n_fft 1024 / hop 256, fine-tuned at 32 kHz, 2048 / 512, up to 16 kHz).

@@ -77,6 +77,14 @@ def input_channels(model: ModelConfig) -> int:
     return 1 + model.side_input + model.inst_frequency + model.bin_position
 
 
+def top_tilt(bins: int, top_db: float, like: torch.Tensor) -> torch.Tensor:
+    """(bins, 1) gains: 1 over the lower half of the band, from there rising linearly in dB to
+    `top_db` at the top bin."""
+    rise = torch.linspace(0, 1, bins - bins // 2, device=like.device, dtype=like.dtype) * top_db
+    db = torch.cat([torch.zeros(bins // 2, device=like.device, dtype=like.dtype), rise])  # (bins,)
+    return (10 ** (db / 20)).view(bins, 1)
+
+
 class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -101,6 +109,7 @@ class UNet(nn.Module):
         self.input_power = cfg.input_power
         self.magnitudes = 1 + cfg.side_input  # the channels input_power applies to
         self.bin_position = cfg.bin_position
+        self.top_tilt_db = cfg.top_tilt_db
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, 1 to 3, bins, frames) `network_input` of the mixture (channel 0: its magnitude)
@@ -110,6 +119,8 @@ class UNet(nn.Module):
         if self.input_power != 1.0:
             m = self.magnitudes
             x = torch.cat([x[:, :m].clamp_min(0).pow(self.input_power), x[:, m:]], dim=1)
+        if self.top_tilt_db:
+            x = x * top_tilt(usable, self.top_tilt_db, x)  # (B, F, 512, T): magnitudes and features alike
         if self.bin_position:  # convolutions are blind to where they are in frequency: tell them
             height = torch.linspace(0, 1, usable, device=x.device, dtype=x.dtype).view(1, 1, usable, 1)
             x = torch.cat([x, height.expand(x.shape[0], 1, usable, x.shape[-1])], dim=1)  # (B, 2 to 4, 512, T)

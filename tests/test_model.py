@@ -49,6 +49,27 @@ def test_input_power_compresses_what_the_network_sees():
         assert not torch.allclose(nets[0.5](x), nets[1.0](x), atol=1e-3)
 
 
+def test_top_tilt_lifts_the_upper_half_of_the_band_rising_to_its_top():
+    """model.top_tilt_db: the first layer sees the band's upper half lifted by a gain rising
+    linearly in dB from 0 at the middle to top_tilt_db at the top bin; the lower half as it is."""
+    plain = UNet(Config().model).eval()
+    tilted = UNet(apply_overrides(Config(), ["model.top_tilt_db=12"]).model).eval()
+    tilted.load_state_dict(plain.state_dict())
+    seen = []
+    tilted.encoder[0][0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.rand(2, 1, 513, 128)
+    with torch.no_grad():
+        tilted(x)
+        gain_db = 20 * torch.log10(seen[0][0, 0] / x[0, 0, :512])  # (512, T)
+        assert torch.allclose(gain_db[:256], torch.zeros(256, 128), atol=1e-4)
+        assert torch.allclose(gain_db[-1], torch.full((128,), 12.0), atol=1e-4)
+        steps = gain_db[257:, 0] - gain_db[256:-1, 0]
+        assert torch.allclose(steps, torch.full_like(steps, 12 / 255), atol=1e-4)  # linear in dB
+        quiet_top = torch.cat([x[..., :256, :], torch.zeros_like(x[..., 256:, :])], dim=-2)
+        assert torch.allclose(tilted(quiet_top), plain(quiet_top), atol=1e-6)  # nothing up there: no change
+        assert not torch.allclose(tilted(x), plain(x), atol=1e-3)
+
+
 def test_bin_position_is_a_second_input_channel_from_0_at_dc_to_1_at_the_top():
     """model.bin_position: the first layer also sees each bin's height in the band; with that
     channel's weights at zero the network is the one without it."""
