@@ -15,6 +15,7 @@ network sees bins 0..511, as in the paper, and the Nyquist bin takes the mask of
 
     python unet_model.py                                   # the parameter count
     python unet_model.py --export checkpoints/best.pt pretrained/unet-mir1k.pt --note data=MIR-1K
+    python unet_model.py --average checkpoints/seed42/best.pt checkpoints/seed7/best.pt --out checkpoints/soup.pt
 """
 
 from __future__ import annotations
@@ -289,17 +290,47 @@ def export_model(source: str | os.PathLike, target: str | os.PathLike, separatio
     return write_checkpoint(target, cfg, state, provenance=provenance)
 
 
+def average_checkpoints(sources: list[str | os.PathLike], target: str | os.PathLike, **provenance: Any) -> Path:
+    """One model whose weights (and BatchNorm statistics) are the mean of the `sources`', in
+    float32, with the first's config and `provenance`: a weight soup. Runs fine-tuned from the
+    same start stay close enough that their mean is a model of its own, as good as an ensemble
+    of them at the cost of one network. InputError unless every source has the same network
+    (`model` and `audio` config)."""
+    payloads = [read_checkpoint(path) for path in sources]
+    first = Config.from_dict(payloads[0]["config"])
+    for path, payload in zip(sources[1:], payloads[1:]):
+        other = Config.from_dict(payload["config"])
+        if (other.model, other.audio) != (first.model, first.audio):
+            raise InputError(f"{path}: another network than {sources[0]}'s (model or audio config differs)")
+    weights = {}
+    for name, value in payloads[0]["model"].items():
+        if value.is_floating_point():
+            weights[name] = torch.stack([p["model"][name].float() for p in payloads]).mean(0)
+        else:
+            weights[name] = value  # BatchNorm's batch counter
+    return write_checkpoint(target, first, weights, provenance=provenance)
+
+
 def main() -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "TARGET"), help="write the compact (float16) form")
-    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="provenance stored with --export")
+    p.add_argument("--average", nargs="+", metavar="CHECKPOINT", help="average these models' weights into --out")
+    p.add_argument("--out", help="with --average: the averaged checkpoint")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
+                   help="provenance stored with --export or --average")
     p.add_argument("--set", action="append", default=[], metavar="separation.FIELD=VALUE",
                    help="with --export: how the exported model is applied")
     args = p.parse_args()
+    notes = dict(note.partition("=")[::2] for note in args.note)
+    if args.average:
+        if not args.out:
+            p.error("--average needs --out")
+        path = average_checkpoints(args.average, args.out, averaged=" ".join(args.average), **notes)
+        print(f"{path}: the mean of {len(args.average)} models")
+        return
     if args.export:
-        notes = dict(note.partition("=")[::2] for note in args.note)
         path = export_model(*args.export, args.set, **notes)
         print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
         return

@@ -6,6 +6,8 @@ model, the ideal ratio mask and the mixture itself.
     python benchmarks/musdb.py --root ~/musdb18 --checkpoint checkpoints/musdb/best.pt
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --split valid --model-only \
         --set train.lr=5e-4 --out checkpoints/lr5e-4      # a lever of the recipe, scored where it is chosen
+    python benchmarks/musdb.py --root ../shared/data/musdb18-preview --split valid --model-only \
+        --seeds 42,7 --out checkpoints/soup        # two runs of the recipe, their weights averaged
     python benchmarks/musdb.py --root ../shared/data/musdb18-preview --checkpoint pretrained/unet-musdb.pt \
         --split valid --model-only --separate separation.mask_power=2   # a way of applying the model
 
@@ -36,7 +38,7 @@ from separation import SHIPPED_MIR1K, separate_array
 from tracks import Track, load_tracks
 from train import parse_args as train_args
 from train import train
-from unet_model import load_model
+from unet_model import average_checkpoints, load_model
 
 # (mixture, true vocals, rate) -> the estimates of the vocals and of the accompaniment, (channels, samples) each
 Separator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -87,6 +89,28 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds 42,7 -> [42, 7]."""
+    return [int(seed) for seed in text.split(",")]
+
+
+def train_recipe(args: argparse.Namespace) -> Path:
+    """The recipe trained under `args.out` (`--minutes` each run): one run, or with several
+    `--seeds` one run per seed under out/seed-N and their weights averaged into out/soup.pt."""
+    flags = ["--dataset", "musdb", "--root", args.root, "--max-minutes", str(args.minutes)]
+    flags += ["--init", args.init] if args.init else []
+    flags += [f for s in args.set for f in ("--set", s)]
+
+    def run(seed: int | None, out: Path) -> Path:
+        seeded = ["--seed", str(seed)] if seed is not None else []
+        return train(train_args([*flags, *seeded, "--checkpoint-dir", str(out)])) / "best.pt"
+
+    if len(args.seeds) == 1:
+        return run(args.seeds[0], Path(args.out))
+    runs = [run(seed, Path(args.out) / f"seed-{seed}") for seed in args.seeds]
+    return average_checkpoints(runs, Path(args.out) / "soup.pt", seeds=",".join(map(str, args.seeds)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="a MUSDB18 folder (train/ and test/), e.g. the 7-second preview")
@@ -96,6 +120,8 @@ def main() -> None:
     p.add_argument("--out", default="checkpoints/musdb", help="where the trained checkpoints go")
     p.add_argument("--set", action="append", default=[], help="training override, e.g. train.loss=magnitude")
     p.add_argument("--init", help="start from this model's weights (train.py --init)")
+    p.add_argument("--seeds", type=seed_list, default=[None],
+                   help="one run per seed (e.g. 42,7), their weights averaged (unet_model.average_checkpoints)")
     p.add_argument("--split", choices=["test", "valid"], default="test",
                    help="score musdb's test set, or its validation split (to choose on)")
     p.add_argument("--separate", action="append", default=[], metavar="separation.FIELD=VALUE",
@@ -104,11 +130,7 @@ def main() -> None:
     args = p.parse_args()
     checkpoint = args.checkpoint
     if checkpoint is None and not args.skip_training:
-        flags = ["--dataset", "musdb", "--root", args.root, "--max-minutes", str(args.minutes),
-                 "--checkpoint-dir", args.out]
-        flags += ["--init", args.init] if args.init else []
-        train(train_args(flags + [f for s in args.set for f in ("--set", s)]))
-        checkpoint = str(Path(args.out) / "best.pt")
+        checkpoint = str(train_recipe(args))
     systems: dict[str, Separator] = {}
     if checkpoint:
         systems[f"this recipe ({checkpoint}{''.join(' ' + s for s in args.separate)})"] = \

@@ -9,6 +9,7 @@ from config import Config, InputError, apply_overrides
 from unet_model import (
     SubPixelUpsampling,
     UNet,
+    average_checkpoints,
     count_parameters,
     fuse_batchnorm,
     load_model,
@@ -103,6 +104,32 @@ def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), net(x), atol=1e-5)  # BatchNorm folded into the convolutions
     assert not list(tmp_path.glob(".*partial"))  # atomic write leaves no temporary file
+
+
+def test_averaged_checkpoints_hold_the_mean_of_their_weights_and_statistics(tmp_path):
+    """A weight soup: every float tensor (BatchNorm statistics too) the mean of the sources',
+    the first's config; sources of another network are refused in one line."""
+    cfg = apply_overrides(Config(), ["model.channels=8,16,32,64,128,256"])
+    nets = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = UNet(cfg.model)
+        net.train()(torch.rand(4, 1, 513, 128))  # moves the BatchNorm statistics off their start
+        save_checkpoint(tmp_path / f"s{seed}.pt", net, cfg)
+        nets.append(net.state_dict())
+    average_checkpoints([tmp_path / "s1.pt", tmp_path / "s2.pt"], tmp_path / "soup.pt", note="two seeds")
+    soup = read_checkpoint(tmp_path / "soup.pt")
+    assert Config.from_dict(soup["config"]) == cfg and soup["provenance"] == {"note": "two seeds"}
+    for name, value in soup["model"].items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (nets[0][name] + nets[1][name]) / 2, atol=1e-7), name
+    assert not torch.equal(nets[0]["encoder.0.1.running_mean"], nets[1]["encoder.0.1.running_mean"])
+    load_model(tmp_path / "soup.pt")  # a model like any other
+    wider = Config()
+    save_checkpoint(tmp_path / "wide.pt", UNet(wider.model), wider)
+    with pytest.raises(InputError, match=r"wide\.pt: another network"):
+        average_checkpoints([tmp_path / "s1.pt", tmp_path / "wide.pt"], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_bad_checkpoints_raise_one_clear_error(tmp_path):
