@@ -265,7 +265,9 @@ def mask_loss(mask: torch.Tensor, mix: torch.Tensor, vocals: torch.Tensor, kind:
     the SDR of the bins from the first up (of the whole batch where pooled), when those weights
     are not 0; and `emphasis` = (coefficient a, weight) the weight times minus the SDR of the
     three spectra pre-emphasized, each bin times |1 - a e^(-i w)| (+6 dB an octave, as speech
-    coders tilt their error), when that weight is not 0. A patch's SDR is a ratio of
+    coders tilt their error), when that weight is not 0; and `gain_free_weight` times minus the
+    SDR after each bin takes its best complex gain over the patch (`best_bin_gains`), when it is
+    not 0. A patch's SDR is a ratio of
     energies that the loud low band rules; the band above 8 kHz (sibilants, breath, air) holds
     a small share of a voice's energy and would otherwise be left to the accompaniment.
     """
