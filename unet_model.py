@@ -263,13 +263,19 @@ def load_starting_weights(model: UNet, cfg: ModelConfig, start: ModelConfig, wei
     model.load_state_dict(weights)
 
 
+def checkpoint_config(payload: dict[str, Any], path: str | os.PathLike) -> Config:
+    """The config a checkpoint read from `path` (`read_checkpoint`) carries; ModelFileError if it
+    cannot be understood."""
+    try:
+        return Config.from_dict(payload["config"])
+    except (InputError, TypeError) as err:
+        raise ModelFileError(f"{path}: checkpoint config not understood ({err})") from None
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, Config]:
     """The trained model (eval mode, BatchNorm folded, on device) and the config it was trained with."""
     payload = read_checkpoint(path, device)
-    try:
-        cfg = Config.from_dict(payload["config"])
-    except (InputError, TypeError) as err:
-        raise ModelFileError(f"{path}: checkpoint config not understood ({err})") from None
+    cfg = checkpoint_config(payload, path)
     model = UNet(cfg.model)
     try:
         model.load_state_dict(payload["model"])
@@ -284,7 +290,7 @@ def export_model(source: str | os.PathLike, target: str | os.PathLike, separatio
     BatchNorm statistics, a few kB), its config (with `separation` overrides, how it is to be
     applied) and `provenance`; no optimizer state."""
     payload = read_checkpoint(source)
-    cfg = apply_overrides(Config.from_dict(payload["config"]), list(separation), sections=("separation",))
+    cfg = apply_overrides(checkpoint_config(payload, source), list(separation), sections=("separation",))
     state = {name: value.half() if value.is_floating_point() and "running" not in name else value
              for name, value in payload["model"].items()}
     return write_checkpoint(target, cfg, state, provenance=provenance)
@@ -297,9 +303,9 @@ def average_checkpoints(sources: list[str | os.PathLike], target: str | os.PathL
     of them at the cost of one network. InputError unless every source has the same network
     (`model` and `audio` config)."""
     payloads = [read_checkpoint(path) for path in sources]
-    first = Config.from_dict(payloads[0]["config"])
+    first = checkpoint_config(payloads[0], sources[0])
     for path, payload in zip(sources[1:], payloads[1:]):
-        other = Config.from_dict(payload["config"])
+        other = checkpoint_config(payload, path)
         if (other.model, other.audio) != (first.model, first.audio):
             raise InputError(f"{path}: another network than {sources[0]}'s (model or audio config differs)")
     weights = {}
