@@ -61,7 +61,15 @@ from demo_data import make_demo
 from devices import PRECISIONS, autocast, autocast_dtype, pick_device
 from outputs import atomic_path, pyplot, save_figure
 from tracks import train_valid_tracks
-from unet_model import UNet, count_parameters, load_starting_weights, network_input, read_checkpoint, save_checkpoint
+from unet_model import (
+    UNet,
+    checkpoint_config,
+    count_parameters,
+    load_starting_weights,
+    network_input,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 # ---------------------------------------------------------------- stopping
 
@@ -495,7 +503,7 @@ class TrainingRun:
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, self.trainer.device)
-        if Config.from_dict(payload["config"]) != self.cfg:
+        if checkpoint_config(payload, path) != self.cfg:
             raise InputError(f"{path}: trained with another config; resume with the same flags")
         self.trainer.load_state(payload)
         self.epoch, self.history = payload["epoch"], payload["history"]
@@ -586,10 +594,11 @@ def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> 
     save_figure(fig, out_dir / "loss.png")
 
 
-# Settings a fine-tuned model may change (an added side input starts at zero weights:
+# Settings a fine-tuned model may change (an added input feature starts at zero weights:
 # `load_starting_weights`); the rest of `audio` and `model` define what its weights mean.
+# The tilt: widened, the band it lifts is new to the weights.
 FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers", "model.side_input",
-                  "model.top_tilt_db"}  # the tilt: widened, the band it lifts is new to the weights
+                  "model.inst_frequency", "model.bin_position", "model.top_tilt_db"}
 # ... and these too, as long as bins keep their width in Hz and frames their duration: a
 # convolution's weights then mean the same anywhere in the band, however many bins it spans
 # (e.g. a 16 kHz model, n_fft 1024 / hop 256, fine-tuned at 32 kHz, 2048 / 512, up to 16 kHz).
@@ -630,7 +639,7 @@ def build_config(args: argparse.Namespace, init: dict[str, Any] | None = None, d
     path = starting_weights(args, recipe)
     base = apply_overrides(Config(), recipe.sets(("train", "separation")))
     if path:
-        start = Config.from_dict((init or read_checkpoint(path))["config"])
+        start = checkpoint_config(init or read_checkpoint(path), path)
         base.audio, base.model = start.audio, start.model
         widened = apply_overrides(base, recipe.sets(("audio",)))
         base = widened if same_grid(start.audio, widened.audio) else base
@@ -713,7 +722,7 @@ def train(args: argparse.Namespace) -> Path:
     train_loader, valid_loader = make_loaders(cfg, dataset, root, args.is_wav, rank, world, device, cache)
     model = UNet(cfg.model)
     if init:
-        load_starting_weights(model, cfg.model, Config.from_dict(init["config"]).model, init["model"])
+        load_starting_weights(model, cfg.model, checkpoint_config(init, path).model, init["model"])
     model = model.to(device, memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(use_global_batchnorm(model))

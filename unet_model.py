@@ -73,9 +73,16 @@ def instantaneous_frequency(spec: torch.Tensor, mag: torch.Tensor, transform: ST
     return torch.nn.functional.pad(weighted, (1, 0))  # (N, 1, bins, T)
 
 
+def input_features(model: ModelConfig) -> list[str]:
+    """The network's input channels in order: the mixture's magnitude, then each optional
+    feature `model` turns on (`network_input`'s, then the bin position `UNet.forward` adds)."""
+    optional = ("side_input", "inst_frequency", "bin_position")
+    return ["magnitude", *(name for name in optional if getattr(model, name))]
+
+
 def input_channels(model: ModelConfig) -> int:
-    """How many channels the network's first layer reads (`network_input`'s, and the bin position)."""
-    return 1 + model.side_input + model.inst_frequency + model.bin_position
+    """How many channels the network's first layer reads."""
+    return len(input_features(model))
 
 
 def top_tilt(bins: int, top_db: float, like: torch.Tensor) -> torch.Tensor:
@@ -250,17 +257,17 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def load_starting_weights(model: UNet, cfg: ModelConfig, start: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
-    """Load the weights of a checkpoint (trained with `start`) to train `model` (`cfg`) from. A
-    model that adds the side input (`model.side_input`) gets its first layer's weights for that
-    channel at 0: it starts out computing exactly what the checkpoint did, and learns to use the
-    side from there."""
-    if start.side_input and not cfg.side_input:
-        raise InputError("the checkpoint reads the side signal (model.side_input); this model does not")
-    if cfg.side_input and not start.side_input:
-        first = weights["encoder.0.0.weight"]  # (16, inputs, 5, 5); the side goes in as channel 1
-        weights = {**weights, "encoder.0.0.weight": torch.cat([first[:, :1], torch.zeros_like(first[:, :1]),
-                                                                first[:, 1:]], dim=1)}
-    model.load_state_dict(weights)
+    """Load the weights of a checkpoint (trained with `start`) to train `model` (`cfg`) from. An
+    input feature `cfg` adds (`model.side_input`, `model.inst_frequency`, `model.bin_position`)
+    gets its first layer's weights at 0: the model starts out computing exactly what the
+    checkpoint did, and learns to use the feature from there."""
+    theirs, ours = input_features(start), input_features(cfg)
+    dropped = [name for name in theirs if name not in ours]
+    if dropped:
+        raise InputError(f"the checkpoint reads model.{dropped[0]}; this model does not")
+    first = weights["encoder.0.0.weight"]  # (16, len(theirs), 5, 5)
+    columns = [first[:, theirs.index(name)] if name in theirs else torch.zeros_like(first[:, 0]) for name in ours]
+    model.load_state_dict({**weights, "encoder.0.0.weight": torch.stack(columns, dim=1)})  # (16, len(ours), 5, 5)
 
 
 def checkpoint_config(payload: dict[str, Any], path: str | os.PathLike) -> Config:

@@ -13,6 +13,7 @@ from unet_model import (
     count_parameters,
     fuse_batchnorm,
     load_model,
+    load_starting_weights,
     read_checkpoint,
     save_checkpoint,
     with_subpixel_upsampling,
@@ -91,6 +92,26 @@ def test_bin_position_is_a_second_input_channel_from_0_at_dc_to_1_at_the_top():
         assert (height[:, 1:] > height[:, :-1]).all()  # rising with frequency, the same in every frame
         placed.encoder[0][0].weight[:, 1].normal_()
         assert not torch.allclose(placed(x), plain(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("added", [["model.inst_frequency=true"], ["model.bin_position=true"],
+                                   ["model.inst_frequency=true", "model.bin_position=true"]])
+def test_an_input_feature_added_to_a_trained_model_starts_at_zero_weights(added):
+    """Fine-tuning with a new input channel (`load_starting_weights`): the new channel's first-layer
+    weights are 0, so the mask equals the trained model's whatever the channel holds; a model
+    that reads a feature does not load into one that does not."""
+    plain_cfg, rich_cfg = Config(), apply_overrides(Config(), added)
+    plain = UNet(plain_cfg.model)
+    torch.nn.init.normal_(plain.decoder[-1][0].weight, std=0.05)  # a mask that varies with the input
+    rich = UNet(rich_cfg.model)
+    load_starting_weights(rich, rich_cfg.model, plain_cfg.model, plain.state_dict())
+    mag = torch.rand(2, 1, 513, 64)
+    extra = torch.randn(2, rich_cfg.model.inst_frequency, 513, 64)  # the frequency channel, if any
+    with torch.no_grad():
+        expected, got = plain.eval()(mag), rich.eval()(torch.cat([mag, extra], dim=1))
+    assert expected.std() > 0.01 and torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(InputError, match=re.escape(added[0].split("=")[0])):
+        load_starting_weights(UNet(plain_cfg.model), plain_cfg.model, rich_cfg.model, rich.state_dict())
 
 
 def test_checkpoint_round_trip_restores_config_and_weights(tmp_path):

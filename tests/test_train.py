@@ -79,6 +79,19 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path):
     assert code == 2 and "not found" in err  # a model file that cannot be used
 
 
+def test_a_checkpoint_whose_config_cannot_be_read_gets_one_line_for_init_and_resume(tmp_path):
+    """A checkpoint with a config from a foreign or newer version: --init and --resume name it and
+    exit with status 2 (a model file that cannot be used) before any training."""
+    cfg = Config()
+    save_checkpoint(tmp_path / "last.pt", UNet(cfg.model), cfg)
+    payload = torch.load(tmp_path / "last.pt", weights_only=False)
+    payload["config"]["model"]["wings"] = 2  # a field this version does not know
+    torch.save(payload, tmp_path / "last.pt")
+    for flags in (["--init", str(tmp_path / "last.pt")], ["--resume"]):
+        code, _, err = run_main(train.main, [*QUICK, *flags, "--checkpoint-dir", str(tmp_path)])
+        assert code == 2 and err.count("\n") == 1 and "config not understood" in err, err
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--dataset", "musdb", "--root", "{tmp}"], "no MUSDB18 .stem.mp4 tracks"),
     (["--dataset", "musdb", "--root", "{tmp}/absent"], "not a MUSDB18 folder"),
