@@ -263,6 +263,9 @@ class SeparationConfig:
     high_mask_power: float = 1.0  # the vocal mask from high_mask_hz up raised to this power (< 1: more of that
     # band to the vocals, where the network's mask falls short of the voice's sibilants and air); 1: unchanged
     high_mask_hz: float = 8000.0
+    bin_shifts: tuple[int, ...] = (0,)  # the mask is the mean of the network's masks of its input shifted up by
+    # each of these bins (0, 1: two passes): a strided encoder's output depends on where a partial falls on
+    # its grid of strides, and two phases of that grid average out much of it (`separation.patch_masks`)
     batch_size: int = 16  # patches per forward pass
     bfloat16: bool = True  # bfloat16 autocast where the device computes it natively (AMX/AVX512-BF16, CUDA)
 
@@ -273,6 +276,8 @@ class SeparationConfig:
         one_of("separation.high_band", self.high_band, HIGH_BAND_RULES)
         positive("separation", mask_power=self.mask_power, batch_size=self.batch_size,
                  high_mask_power=self.high_mask_power, high_mask_hz=self.high_mask_hz)
+        if not self.bin_shifts or any(not 0 <= s < 64 for s in self.bin_shifts):
+            raise InputError(f"separation.bin_shifts={self.bin_shifts}: one or more shifts within [0, 64) bins")
 
 
 @dataclass
@@ -343,7 +348,7 @@ RECIPES: dict[str, Recipe] = {
     "musdb": Recipe(overrides=("audio.sample_rate=32000", "audio.n_fft=2048", "audio.hop_length=512",
                                "audio.model_bins=1024", "train.remix_stems=true", "train.channels=each",
                                "train.ema=0.99", "train.epochs=3", "train.batch_size=8",
-                               "separation.high_mask_power=0.7"),
+                               "separation.high_mask_power=0.7", "separation.bin_shifts=0,1"),
                     init="pretrained/unet-mir1k.pt"),
 }
 

@@ -30,7 +30,7 @@ from config import REPO, Config, InputError
 from data_generator import patch_padding, to_patches
 from devices import pick_device
 from outputs import partial_path
-from unet_model import UNet, network_input
+from unet_model import UNet, network_input, shift_bins, unshift_bins
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
@@ -66,13 +66,16 @@ def predict_mask(model: UNet | Network, spec: torch.Tensor, cfg: Config, transfo
 
 def patch_masks(model: UNet | Network, patches: torch.Tensor, cfg: Config, transform: STFT) -> torch.Tensor:
     """Vocal masks (n, 1, bins, patch) of patches (n, C, bins, patch) as the STFT gives them, in
-    batches of `separation.batch_size` through the network (which normalizes each patch)."""
+    batches of `separation.batch_size` through the network (which normalizes each patch): the
+    mean of the masks of the network's input shifted up by each of `separation.bin_shifts` bins."""
     network = as_network(model, cfg)
-    masks = torch.empty(len(patches), 1, *patches.shape[-2:])  # (n, 1, bins, patch)
-    batch = cfg.separation.batch_size
+    masks = torch.zeros(len(patches), 1, *patches.shape[-2:])  # (n, 1, bins, patch)
+    batch, shifts = cfg.separation.batch_size, cfg.separation.bin_shifts
     for i in range(0, len(patches), batch):
-        masks[i:i + batch] = network(network_input(patches[i:i + batch], transform, cfg.model))
-    return masks
+        features = network_input(patches[i:i + batch], transform, cfg.model)  # (b, F, bins, patch)
+        for shift in shifts:
+            masks[i:i + batch] += unshift_bins(network(shift_bins(features, shift)), shift)
+    return masks / len(shifts)
 
 
 def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:

@@ -18,7 +18,15 @@ from audio import STFT
 from config import HIGH_BAND_RULES, Config, InputError, apply_overrides
 from separation import chunk_bounds, separate_array
 from tracks import load_tracks
-from unet_model import UNet, count_parameters, load_model, load_starting_weights, read_checkpoint, save_checkpoint
+from unet_model import (
+    UNet,
+    count_parameters,
+    load_model,
+    load_starting_weights,
+    prepare_for_inference,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def separate(checkpoint, out_dir, *inputs, extra=()):
@@ -446,6 +454,28 @@ def test_a_signal_mid_song_ends_with_one_line_and_no_output(checkpoint, tmp_path
     assert "1 of 2 songs are complete" in err
     assert sorted(p.name for p in (out / "short").iterdir()) == ["accompaniment.wav", "vocals.wav"]
     assert list((out / "long").iterdir()) == []  # nothing half-written, not even under a temporary name
+
+
+def test_the_mask_is_the_mean_of_the_masks_of_the_input_shifted_by_each_bin_shift():
+    """separation.bin_shifts=0,1: each patch's mask is the mean of the network's mask of its input
+    and of its input moved up one bin (that mask moved back down, its top row repeated), so the
+    two phases of the encoder's stride grid see every partial; (0,) is one pass."""
+    cfg = apply_overrides(Config(), ["separation.bfloat16=false", "separation.bin_shifts=0,1"])
+    net = UNet(cfg.model).eval()
+    torch.nn.init.normal_(net.decoder[-1][0].weight, std=0.05)  # a mask that varies with the input
+    model = prepare_for_inference(net)
+    transform = STFT(cfg.audio, cfg.audio.sample_rate)
+    patches = transform(torch.from_numpy(song(2.1, cfg.audio.sample_rate, 1))).abs()[None, :, :, :128]
+    one = apply_overrides(cfg, ["separation.bin_shifts=0"])
+    plain = separation.patch_masks(model, patches, one, transform)  # (1, 1, 513, 128)
+    moved = torch.cat([torch.zeros_like(patches[..., :1, :]), patches[..., :-1, :]], dim=-2)
+    up = separation.patch_masks(model, moved, one, transform)
+    back = torch.cat([up[..., 1:, :], up[..., -1:, :]], dim=-2)
+    both = separation.patch_masks(model, patches, cfg, transform)
+    assert Config().separation.bin_shifts == (0,) and (plain - back).abs().max() > 0.01
+    assert torch.allclose(both, (plain + back) / 2, atol=1e-6)
+    with pytest.raises(InputError, match="bin_shifts"):
+        apply_overrides(cfg, ["separation.bin_shifts=-1"])
 
 
 def test_high_mask_power_raises_the_mask_from_its_frequency_up_only():
