@@ -89,6 +89,8 @@ LEVERS = [
     ("50 % overlap, Hann blend", ["separation.patch_overlap=0.5", "separation.blend=hann"]),
     ("50 % overlap, plain mean", ["separation.patch_overlap=0.5", "separation.blend=mean"]),
     ("no overlap", ["separation.patch_overlap=0"]),
+    ("one network pass (default for the shipped model: two, the input moved up 0 and 1 bins)",
+     ["separation.bin_shifts=0"]),
     ("a mask per channel (default: one from the channels' mean magnitude)", ["separation.stereo=each"]),
     ("float32 network (default: bfloat16 where native)", ["separation.bfloat16=false"]),
     ("batches of 64 patches (default: 16)", ["separation.batch_size=64"]),
@@ -364,6 +366,8 @@ def time_long_songs(long_minutes: list[float], checkpoint: str | None, tmp: Path
 DEPLOYMENTS = [
     ("torch (default)", []),
     ("onnxruntime", ["--backend", "onnxruntime"]),
+    ("torch, one network pass (no bin shift)", ["--set", "separation.bin_shifts=0"]),
+    ("onnxruntime, one network pass", ["--backend", "onnxruntime", "--set", "separation.bin_shifts=0"]),
     ("torch, no patch overlap", ["--set", "separation.patch_overlap=0"]),
     ("onnxruntime, no patch overlap", ["--backend", "onnxruntime", "--set", "separation.patch_overlap=0"]),
     ("torch, float32 (no bfloat16)", ["--set", "separation.bfloat16=false"]),
