@@ -30,7 +30,7 @@ from config import REPO, Config, InputError
 from data_generator import patch_padding, to_patches
 from devices import pick_device
 from outputs import partial_path
-from unet_model import UNet, network_input, shift_bins, unshift_bins
+from unet_model import UNet, network_input
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 CHUNK_SECONDS = 30.0
@@ -76,6 +76,21 @@ def patch_masks(model: UNet | Network, patches: torch.Tensor, cfg: Config, trans
         for shift in shifts:
             masks[i:i + batch] += unshift_bins(network(shift_bins(features, shift)), shift)
     return masks / len(shifts)
+
+
+def shift_bins(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """(..., bins, T) moved up by `shift` bins: zeros below, the top `shift` bins dropped."""
+    if shift == 0:
+        return x
+    return torch.cat([torch.zeros_like(x[..., :shift, :]), x[..., :-shift, :]], dim=-2)
+
+
+def unshift_bins(mask: torch.Tensor, shift: int) -> torch.Tensor:
+    """The mask (..., bins, T) of an input `shift_bins` moved, back on the input's bins (the top
+    `shift` bins, which the network did not see, take the row below them)."""
+    if shift == 0:
+        return mask
+    return torch.cat([mask[..., shift:, :], mask[..., -1:, :].expand(*mask.shape[:-2], shift, -1)], dim=-2)
 
 
 def blend_window(patch: int, hop: int, kind: str = "hann") -> torch.Tensor:

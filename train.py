@@ -595,8 +595,8 @@ def plot_history(out_dir: Path, history: list[dict[str, float]], label: str) -> 
 
 
 # Settings a fine-tuned model may change (an added input feature starts at zero weights:
-# `load_starting_weights`); the rest of `audio` and `model` define what its weights mean.
-# The tilt: widened, the band it lifts is new to the weights.
+# `load_starting_weights`; the tilt lifts a band that widening makes new to the weights anyway);
+# the rest of `audio` and `model` define what its weights mean.
 FINE_TUNE_FREE = {"audio.patch_frames", "model.dropout", "model.dropout_layers", "model.side_input",
                   "model.inst_frequency", "model.bin_position", "model.top_tilt_db"}
 # ... and these too, as long as bins keep their width in Hz and frames their duration: a

@@ -93,21 +93,6 @@ def top_tilt(bins: int, top_db: float, like: torch.Tensor) -> torch.Tensor:
     return (10 ** (db / 20)).view(bins, 1)
 
 
-def shift_bins(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """(..., bins, T) moved up by `shift` bins: zeros below, the top `shift` bins dropped."""
-    if shift == 0:
-        return x
-    return torch.cat([torch.zeros_like(x[..., :shift, :]), x[..., :-shift, :]], dim=-2)
-
-
-def unshift_bins(mask: torch.Tensor, shift: int) -> torch.Tensor:
-    """The mask (..., bins, T) of an input `shift_bins` moved, back on the input's bins (the top
-    `shift` bins, which the network did not see, take the row below them)."""
-    if shift == 0:
-        return mask
-    return torch.cat([mask[..., shift:, :], mask[..., -1:, :].expand(*mask.shape[:-2], shift, -1)], dim=-2)
-
-
 class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
