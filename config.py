@@ -276,7 +276,7 @@ class SeparationConfig:
         one_of("separation.high_band", self.high_band, HIGH_BAND_RULES)
         positive("separation", mask_power=self.mask_power, batch_size=self.batch_size,
                  high_mask_power=self.high_mask_power, high_mask_hz=self.high_mask_hz)
-        if not self.bin_shifts or any(not 0 <= s < 64 for s in self.bin_shifts):  # 64: the six strides' period
+        if not self.bin_shifts or any(not 0 <= s < 64 for s in self.bin_shifts):  # 64: the default six strides' period
             raise InputError(f"separation.bin_shifts={self.bin_shifts}: one or more shifts within [0, 64) bins")
 
 
