@@ -16,7 +16,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 # Half the default width: a quarter of the arithmetic, for trainings that test behaviour
-# (stopping, full-band masks, DDP), not the default model's quality.
+# (the demo checkpoint, stopping, full-band masks, DDP), not the default model's quality.
 HALF_WIDTH = ["--set", "model.channels=8,16,32,64,128,256"]
 
 
