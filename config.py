@@ -153,10 +153,15 @@ class ModelConfig:
         if not self.channels:
             raise InputError("model.channels is empty")
         fraction("model.dropout", self.dropout)
-        multiple = 2 ** len(self.channels)  # every encoder layer halves both axes
-        if audio.patch_frames % multiple or audio.n_bins < multiple:
+        if audio.patch_frames % self.multiple or audio.n_bins < self.multiple:
             raise InputError(f"{len(self.channels)} encoder layers need audio.patch_frames divisible by "
-                             f"{multiple} and at least {multiple} bins (audio.n_fft, audio.model_bins)")
+                             f"{self.multiple} and at least {self.multiple} bins (audio.n_fft, audio.model_bins)")
+
+    @property
+    def multiple(self) -> int:
+        """What the patch's frames and bins are multiples of: every encoder layer halves both axes,
+        so the strides' grid repeats every `multiple` bins."""
+        return 2 ** len(self.channels)
 
 
 @dataclass
@@ -276,8 +281,8 @@ class SeparationConfig:
         one_of("separation.high_band", self.high_band, HIGH_BAND_RULES)
         positive("separation", mask_power=self.mask_power, batch_size=self.batch_size,
                  high_mask_power=self.high_mask_power, high_mask_hz=self.high_mask_hz)
-        if not self.bin_shifts or any(not 0 <= s < 64 for s in self.bin_shifts):  # 64: the default six strides' period
-            raise InputError(f"separation.bin_shifts={self.bin_shifts}: one or more shifts within [0, 64) bins")
+        if not self.bin_shifts:
+            raise InputError("separation.bin_shifts is empty (0: one pass on the input as it is)")
 
 
 @dataclass
@@ -296,6 +301,9 @@ class Config:
         self.model.check(self.audio)
         self.train.check()
         self.separation.check()
+        if any(not 0 <= shift < self.model.multiple for shift in self.separation.bin_shifts):  # beyond: the same phase
+            raise InputError(f"separation.bin_shifts={self.separation.bin_shifts}: shifts within [0, "
+                             f"{self.model.multiple}) bins, the period of {len(self.model.channels)} encoder strides")
         if self.model.side_input and (self.train.channels != "stereo" or self.separation.stereo != "shared"):
             raise InputError("model.side_input needs train.channels=stereo and separation.stereo=shared "
                              "(a channel alone has no side)")

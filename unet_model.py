@@ -113,7 +113,7 @@ class UNet(nn.Module):
                 if i < cfg.dropout_layers:
                     layer.append(nn.Dropout(cfg.dropout))
             self.decoder.append(nn.Sequential(*layer))
-        self.multiple = 2 ** depth
+        self.multiple = cfg.multiple
         self.input_power = cfg.input_power
         self.magnitudes = 1 + cfg.side_input  # the channels input_power applies to
         self.bin_position = cfg.bin_position

@@ -160,7 +160,7 @@ def test_backend_names_are_checked():
 # Run in a fresh interpreter: in a process that has run other tests, glibc may serve a 64 MiB
 # buffer from a hole its heap already holds, and then nothing goes back on freeing it.
 GLIBC_PROBE = """
-import json, os, numpy as np, devices
+import json, os, sys, numpy as np, devices
 
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -171,7 +171,7 @@ def released(size):  # resident bytes given back when a buffer of size bytes, wr
     del buffer
     return held - resident()
 
-size = 2**26
+size = int(sys.argv[1])
 outside = released(size)
 with devices.large_buffers_reused():
     inside = released(size)
@@ -187,7 +187,8 @@ def test_large_buffers_are_reused_inside_the_block_and_not_after():
     to the kernel, and the next one is faulted in afresh); inside it the heap keeps them for the
     next allocation; on leaving, the kept memory is returned and glibc behaves as before."""
     size = 2**26
-    probe = subprocess.run([sys.executable, "-c", GLIBC_PROBE], cwd=REPO, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run([sys.executable, "-c", GLIBC_PROBE, str(size)], cwd=REPO, capture_output=True, text=True,
+                           timeout=60)
     assert probe.returncode == 0, probe.stderr
     bytes_back = json.loads(probe.stdout)
     outside, inside, after = bytes_back["outside"], bytes_back["inside"], bytes_back["after"]
